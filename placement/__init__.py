@@ -1,0 +1,43 @@
+"""Tessellate's placement core: pure bin-packing of pods onto nodes and GPUs.
+
+No Kubernetes and no I/O here: the live scheduler and the simulator are two
+drivers of the same `Placer`.
+"""
+
+from placement.cycle import Placer
+from placement.fragmentation import Fragmentation, FragmentationTracker, TargetWorkload
+from placement.model import (
+    MILLI_PER_GPU,
+    Assignment,
+    Decision,
+    InvalidRequestError,
+    NodeSpec,
+    Request,
+    Unschedulable,
+)
+from placement.policies import PAPER_POLICIES, POLICIES, Policy, PolicyContext, create_policy
+from placement.rng import IntSource, NumpyInts
+from placement.state import ClusterState, OverCommitError
+
+__all__ = [
+    "MILLI_PER_GPU",
+    "PAPER_POLICIES",
+    "POLICIES",
+    "Assignment",
+    "ClusterState",
+    "Decision",
+    "Fragmentation",
+    "FragmentationTracker",
+    "IntSource",
+    "InvalidRequestError",
+    "NodeSpec",
+    "NumpyInts",
+    "OverCommitError",
+    "Placer",
+    "Policy",
+    "PolicyContext",
+    "Request",
+    "TargetWorkload",
+    "Unschedulable",
+    "create_policy",
+]

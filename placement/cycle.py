@@ -1,0 +1,66 @@
+"""One scheduling cycle: filter, score (cached per node), pick, choose devices.
+
+Both the simulator and the live scheduler drive placement through `Placer`,
+so a change of scoring is a change in one place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from placement.fit import explain, feasible_mask
+from placement.model import Assignment, Decision, Request
+from placement.policies.base import Policy
+from placement.state import ClusterState
+
+
+class ScoreCache:
+    """Per request shape, each node's last score and the node version it was computed at.
+
+    A placement changes one node, so nearly every score can be reused for the next
+    pod of the same shape; only nodes whose version moved are rescored.
+    """
+
+    def __init__(self, state: ClusterState):
+        self.state = state
+        self._entries: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    def scores(self, policy: Policy, request: Request, nodes: np.ndarray) -> np.ndarray:
+        entry = self._entries.get(request.shape)
+        if entry is None:
+            n = len(self.state)
+            entry = (np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int64))
+            self._entries[request.shape] = entry
+        values, versions = entry
+        stale = nodes[versions[nodes] != self.state.version[nodes]]
+        if stale.size:
+            values[stale] = policy.score(self.state, request, stale)
+            versions[stale] = self.state.version[stale]
+        return values[nodes]
+
+
+class Placer:
+    """Runs scheduling cycles of one policy against one cluster state."""
+
+    def __init__(self, state: ClusterState, policy: Policy):
+        self.state = state
+        self.policy = policy
+        policy.bind(state)
+        self._cache = ScoreCache(state) if policy.pure else None
+
+    def place(self, pod: str, request: Request) -> Decision:
+        """Decide where `pod` goes; the caller commits with `state.allocate`."""
+        state = self.state
+        feasible = np.flatnonzero(feasible_mask(state, request))
+        if feasible.size == 0:
+            return explain(state, request)
+        if feasible.size == 1:
+            node = int(feasible[0])
+        else:
+            if self._cache is not None:
+                scores = self._cache.scores(self.policy, request, feasible)
+            else:
+                scores = self.policy.score(state, request, feasible)
+            node = int(feasible[np.argmax(self.policy.normalize(scores))])
+        gpus = self.policy.choose_gpus(state, node, request)
+        return Assignment(pod=pod, node=node, node_name=state.names[node], request=request, gpus=gpus)

@@ -1,0 +1,153 @@
+"""GPU fragmentation as defined by the FGD paper (ATC'23, Sec. 3), vectorised.
+
+A node's idle milli-GPU is a *fragment* for a task type when that type could
+not use it: the task does not fit the node at all, or the GPU is too small
+for it. `F(node)` is the expectation over the target workload's task types.
+The formulas follow docs/fgd-protocol.md Sec. 3.6-3.7, including the order of
+floating-point accumulation, so that quantised FGD scores match the artifact.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from placement.model import Request
+from placement.state import ClusterState
+
+TaskType = tuple[int, int, int, tuple[str, ...]]
+"""(cpu milli, per-GPU milli, GPU count, allowed models): a request's `shape`."""
+
+
+@dataclass(frozen=True)
+class TargetWorkload:
+    """The task types a cluster expects, with their probabilities (FGD's 'typical pods')."""
+
+    types: tuple[TaskType, ...]
+    weights: tuple[float, ...]
+
+    @classmethod
+    def from_requests(cls, requests: Iterable[Request], coverage: float = 0.95) -> TargetWorkload:
+        """Keep the most popular shapes until they cover `coverage` of all pods.
+
+        Ties in popularity are broken by descending cpu, GPU milli, GPU count and
+        model string, as the artifact does; the kept weights are renormalised.
+        """
+        counts = Counter(r.shape for r in requests)
+        if not counts:
+            raise ValueError("cannot build a target workload from zero requests")
+        total = sum(counts.values())
+
+        def order(item: tuple[TaskType, int]) -> tuple:
+            (cpu, g, n, models), count = item
+            return (count, cpu, g, n, "|".join(models))
+
+        ranked = sorted(counts.items(), key=order, reverse=True)
+        kept: list[tuple[TaskType, int]] = []
+        cumulative = 0
+        for shape, count in ranked:
+            kept.append((shape, count))
+            cumulative += count
+            if cumulative >= coverage * total:
+                break
+        share = cumulative / total
+        return cls(
+            types=tuple(shape for shape, _ in kept),
+            weights=tuple((count / total) / share for _, count in kept),
+        )
+
+
+# Category columns, in the artifact's accumulation order; q3 (satisfied) is not fragment.
+_Q1, _Q2, _Q4, _XL, _XR, _NA = range(6)
+
+
+class Fragmentation:
+    """Computes F for arbitrary (hypothetical) node states of one cluster.
+
+    Bound to a cluster only for its GPU-model list (which types may use which
+    model); the node states themselves are passed in, so FGD can evaluate
+    "what if the pod went here" for many nodes and GPUs in one call.
+    """
+
+    def __init__(self, target: TargetWorkload, state: ClusterState):
+        self.target = target
+        types = target.types
+        self.cpu = np.array([t[0] for t in types], dtype=np.int64)
+        self.gpu_milli = np.array([t[1] for t in types], dtype=np.int64)
+        self.gpu_count = np.array([t[2] for t in types], dtype=np.int64)
+        self.weight = np.array(target.weights, dtype=np.float64)
+        self.cpu_type = self.gpu_count == 0
+        # access[m, model_id]; the extra last column is "no GPU model" (CPU-only nodes).
+        access = np.zeros((len(types), len(state.gpu_models) + 1), dtype=bool)
+        for m, (_, _, _, models) in enumerate(types):
+            wanted = {x for x in models if x}
+            for j, model in enumerate(state.gpu_models):
+                access[m, j] = not wanted or model in wanted
+        self.access = access
+
+    def amounts(
+        self, cpu_left: np.ndarray, gpu_left: np.ndarray, model_id: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return (F, idle) for X node states; F is the expected fragment in milli-GPU.
+
+        cpu_left: [X] milli-CPU; gpu_left: [X, G] free milli per GPU (0 for absent
+        GPUs); model_id: [X] index into the cluster's GPU models, -1 for none.
+        """
+        total = gpu_left.sum(axis=1)  # [X]
+        fits_gpu = gpu_left[:, None, :] >= self.gpu_milli[None, :, None]  # [X, M, G]
+        fitting_count = fits_gpu.sum(axis=2)  # [X, M]
+        usable = np.where(fits_gpu, gpu_left[:, None, :], 0).sum(axis=2)  # [X, M]
+        cpu_ok = cpu_left[:, None] >= self.cpu[None, :]
+        access = self.access[:, model_id].T  # [X, M]
+        gpu_ok = fitting_count >= self.gpu_count[None, :]
+        gpu_type = ~self.cpu_type[None, :]
+        reachable = gpu_type & access
+
+        tot = np.broadcast_to(total[:, None], cpu_ok.shape)
+        zero = np.zeros_like(tot)
+        parts = np.stack(
+            [
+                np.where(reachable & ~gpu_ok & ~cpu_ok, tot, zero),  # q1 lack both
+                np.where(reachable & gpu_ok & cpu_ok, tot - usable, zero)
+                + np.where(reachable & ~gpu_ok & cpu_ok, tot, zero),  # q2 lack GPU
+                np.where(reachable & gpu_ok & ~cpu_ok, tot, zero),  # q4 lack CPU
+                np.where(~gpu_type & cpu_ok, tot, zero),  # CPU task fits: GPUs idle
+                np.where(~gpu_type & ~cpu_ok, tot, zero),  # CPU task lacks CPU
+                np.where(gpu_type & ~access, tot, zero),  # model not allowed
+            ]
+        )  # [6, X, M]
+        # Sequential accumulation over task types (cumsum) keeps the artifact's float order.
+        acc = np.cumsum(parts * self.weight[None, None, :], axis=2)[:, :, -1]  # [6, X]
+        frag = acc[_Q1] + acc[_Q2] + acc[_Q4] + acc[_XL] + acc[_XR] + acc[_NA]
+        satisfied = np.where(reachable & gpu_ok & cpu_ok, usable, 0) * self.weight[None, :]
+        idle = frag + np.cumsum(satisfied, axis=1)[:, -1]
+        return frag, idle
+
+    def of_nodes(self, state: ClusterState, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(F, idle) of the given nodes as they are now."""
+        return self.amounts(state.cpu_left[nodes], state.gpu_left[nodes], state.model_id[nodes])
+
+
+class FragmentationTracker:
+    """Per-node F and idle for the whole cluster, refreshed only where nodes changed."""
+
+    def __init__(self, fragmentation: Fragmentation, state: ClusterState):
+        self.fragmentation = fragmentation
+        self.state = state
+        self.seen_version = np.full(len(state), -1, dtype=np.int64)
+        self.frag = np.zeros(len(state))
+        self.idle = np.zeros(len(state))
+
+    def refresh(self) -> None:
+        stale = np.flatnonzero(self.seen_version != self.state.version)
+        if stale.size:
+            self.frag[stale], self.idle[stale] = self.fragmentation.of_nodes(self.state, stale)
+            self.seen_version[stale] = self.state.version[stale]
+
+    def totals(self) -> tuple[float, float]:
+        """(fragment milli-GPU, idle milli-GPU) summed over the cluster."""
+        self.refresh()
+        return float(self.frag.sum()), float(self.idle.sum())

@@ -1,0 +1,9 @@
+"""Placement policies, registered by their command-line names."""
+
+from placement.policies import classic, fgd  # noqa: F401 - registration side effect
+from placement.policies.base import POLICIES, Policy, PolicyContext, create_policy
+
+PAPER_POLICIES = ("random", "dotprod", "clustering", "packing", "bestfit", "fgd")
+"""The six policies of the FGD paper, in the paper's order."""
+
+__all__ = ["PAPER_POLICIES", "POLICIES", "Policy", "PolicyContext", "create_policy"]

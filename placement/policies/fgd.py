@@ -1,0 +1,73 @@
+"""Fragmentation Gradient Descent (FGD, ATC'23): place where fragmentation grows least.
+
+The score is the artifact's quantised form `trunc(100 * sigmoid(-dF / 1000))`,
+where dF is the growth of the node's expected fragmentation (milli-GPU) under
+the target workload. For fractions every fitting GPU is tried and the best one
+is also the GPU that is chosen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from placement.fragmentation import Fragmentation
+from placement.model import MILLI_PER_GPU, Request
+from placement.policies.base import Policy, register
+from placement.state import ClusterState
+
+
+def quantised_gain(frag_before: np.ndarray, frag_after: np.ndarray) -> np.ndarray:
+    """The artifact's integer score: 50 when fragmentation is unchanged, higher if it drops."""
+    x = (frag_before - frag_after) / 1000.0
+    return np.trunc(100.0 / (1.0 + np.exp(-x))).astype(np.int64)
+
+
+@register
+class FgdPolicy(Policy):
+    """Minimises the expected fragmentation increase (needs a target workload)."""
+
+    name = "fgd"
+    paper_name = "06-FGD"
+    description = "fragmentation gradient descent (the paper's policy)"
+
+    def bind(self, state: ClusterState) -> None:
+        if self.context.target is None:
+            raise ValueError("the fgd policy needs a target workload (typical pods)")
+        self.fragmentation = Fragmentation(self.context.target, state)
+
+    def score(self, state: ClusterState, request: Request, nodes: np.ndarray) -> np.ndarray:
+        if request.is_fraction:
+            return self._per_gpu_scores(state, request, nodes).max(axis=1)
+        cpu_after = state.cpu_left[nodes] - request.cpu_milli
+        gpu_after = state.gpu_left[nodes]
+        if request.gpu_count:
+            free = gpu_after == MILLI_PER_GPU
+            taken = free & (np.cumsum(free, axis=1) <= request.gpu_count)
+            gpu_after = gpu_after - MILLI_PER_GPU * taken
+        k = len(nodes)
+        models = state.model_id[nodes]
+        frag, _ = self.fragmentation.amounts(
+            np.concatenate([state.cpu_left[nodes], cpu_after]),
+            np.concatenate([state.gpu_left[nodes], gpu_after]),
+            np.concatenate([models, models]),
+        )
+        return quantised_gain(frag[:k], frag[k:])
+
+    def choose_fraction_gpu(self, state: ClusterState, node: int, request: Request) -> int:
+        scores = self._per_gpu_scores(state, request, np.array([node]))[0]
+        return int(np.argmax(scores))
+
+    def _per_gpu_scores(self, state: ClusterState, request: Request, nodes: np.ndarray) -> np.ndarray:
+        """[k, G] scores of putting the fraction on each GPU; -1 where it does not fit."""
+        k, g = len(nodes), state.max_gpus
+        left = state.gpu_left[nodes]  # [k, G]
+        cpu = state.cpu_left[nodes]
+        models = state.model_id[nodes]
+        variants = left[:, None, :] - request.gpu_milli * np.eye(g, dtype=np.int64)[None]  # [k, G, G]
+        frag, _ = self.fragmentation.amounts(
+            np.concatenate([cpu, np.repeat(cpu - request.cpu_milli, g)]),
+            np.concatenate([left, variants.reshape(k * g, g)]),
+            np.concatenate([models, np.repeat(models, g)]),
+        )
+        scores = quantised_gain(frag[:k, None], frag[k:].reshape(k, g))
+        return np.where(left >= request.gpu_milli, scores, -1)

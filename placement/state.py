@@ -1,0 +1,136 @@
+"""The cluster state: numpy arrays indexed by node and GPU.
+
+`allocate` and `release` are the only writers. Both validate first and write
+second, so a refused call leaves the state exactly as it was. Every write bumps
+the node's `version`, which lets scorers recompute only nodes that changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from placement.model import MILLI_PER_GPU, Assignment, NodeSpec, Request
+
+SHARE_TAG = 0
+"""Affinity-tag column for sharing (fractional) pods; column n is `n-gpu` pods."""
+
+
+class OverCommitError(ValueError):
+    """An allocate or release that would break the state's invariants; nothing was written."""
+
+
+class ClusterState:
+    """Free capacity per node and per GPU, plus the live assignments that explain it.
+
+    Node order matters: scores that tie go to the lowest node index, so a driver
+    that wants a particular tie-break (the simulator's seeded permutation, the
+    scheduler's name order) builds the state with nodes in that order.
+    """
+
+    def __init__(self, nodes: Sequence[NodeSpec]):
+        if not nodes:
+            raise ValueError("a cluster needs at least one node")
+        self.nodes: tuple[NodeSpec, ...] = tuple(nodes)
+        self.names: tuple[str, ...] = tuple(n.name for n in self.nodes)
+        self.index: dict[str, int] = {name: i for i, name in enumerate(self.names)}
+        if len(self.index) != len(self.names):
+            raise ValueError("duplicate node names in the cluster")
+        n = len(self.nodes)
+        self.max_gpus = max(1, max(node.gpu_count for node in self.nodes))
+        self.gpu_models: tuple[str, ...] = tuple(
+            sorted({node.gpu_model for node in self.nodes if node.gpu_count})
+        )
+        model_ids = {m: i for i, m in enumerate(self.gpu_models)}
+        self.model_id = np.array(
+            [model_ids[node.gpu_model] if node.gpu_count else -1 for node in self.nodes],
+            dtype=np.int32,
+        )
+        self.gpu_count = np.array([node.gpu_count for node in self.nodes], dtype=np.int64)
+        self.cpu_cap = np.array([node.cpu_milli for node in self.nodes], dtype=np.int64)
+        self.mem_cap = np.array([node.memory_mib for node in self.nodes], dtype=np.int64)
+        self.max_pods = np.array([node.max_pods for node in self.nodes], dtype=np.int64)
+        self.gpu_exists = np.arange(self.max_gpus)[None, :] < self.gpu_count[:, None]
+        # Mutable state (written only by _apply):
+        self.cpu_left = self.cpu_cap.copy()
+        self.mem_left = self.mem_cap.copy()
+        self.pod_count = np.zeros(n, dtype=np.int64)
+        self.gpu_left = np.where(self.gpu_exists, MILLI_PER_GPU, 0).astype(np.int64)
+        self.affinity = np.zeros((n, self.max_gpus + 1), dtype=np.int64)
+        self.version = np.zeros(n, dtype=np.int64)
+        # Derived per-node summaries, kept in step with gpu_left:
+        self.gpu_total_left = self.gpu_left.sum(axis=1)
+        self.gpu_free_count = (self.gpu_left == MILLI_PER_GPU).sum(axis=1)
+        self.gpu_max_left = self.gpu_left.max(axis=1)
+        self.live: dict[str, Assignment] = {}
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def total_gpu_milli(self) -> int:
+        return int(self.gpu_count.sum()) * MILLI_PER_GPU
+
+    @property
+    def allocated_gpu_milli(self) -> int:
+        return self.total_gpu_milli - int(self.gpu_total_left.sum())
+
+    def allocate(self, assignment: Assignment) -> None:
+        """Commit a placement; refuse (and change nothing) if it over-commits anything."""
+        if assignment.pod in self.live:
+            raise OverCommitError(f"pod {assignment.pod} is already allocated")
+        self._check_fits(assignment)
+        self._apply(assignment, sign=-1)
+        self.live[assignment.pod] = assignment
+
+    def release(self, pod: str) -> Assignment:
+        """Give back everything `pod` holds; the state returns exactly to what it was."""
+        assignment = self.live.pop(pod, None)
+        if assignment is None:
+            raise OverCommitError(f"pod {pod} holds no allocation to release")
+        self._apply(assignment, sign=+1)
+        return assignment
+
+    def _check_fits(self, a: Assignment) -> None:
+        req, node = a.request, a.node
+        if not 0 <= node < len(self.nodes) or self.names[node] != a.node_name:
+            raise OverCommitError(f"pod {a.pod}: unknown node {a.node_name!r} (index {node})")
+        where = f"pod {a.pod} on {a.node_name}"
+        if self.cpu_left[node] < req.cpu_milli:
+            raise OverCommitError(f"{where}: cpu {req.cpu_milli}m > {self.cpu_left[node]}m free")
+        if self.mem_left[node] < req.memory_mib:
+            raise OverCommitError(f"{where}: memory {req.memory_mib}Mi > {self.mem_left[node]}Mi free")
+        if self.pod_count[node] + 1 > self.max_pods[node]:
+            raise OverCommitError(f"{where}: node already runs {self.pod_count[node]} pods")
+        if len(a.gpus) != req.gpu_count:
+            raise OverCommitError(f"{where}: {len(a.gpus)} GPU ids for a {req.gpu_count}-GPU request")
+        if len(set(a.gpus)) != len(a.gpus):
+            raise OverCommitError(f"{where}: the same GPU listed twice {a.gpus}")
+        for gpu in a.gpus:
+            if not 0 <= gpu < self.gpu_count[node]:
+                raise OverCommitError(f"{where}: GPU {gpu} does not exist")
+            if self.gpu_left[node, gpu] < req.gpu_milli:
+                raise OverCommitError(
+                    f"{where}: GPU {gpu} has {self.gpu_left[node, gpu]}m free, needs {req.gpu_milli}m"
+                )
+        if req.gpu_count and req.gpu_models:
+            model = self.nodes[node].gpu_model
+            if model not in req.gpu_models:
+                raise OverCommitError(f"{where}: GPU model {model} not in {req.gpu_models}")
+
+    def _apply(self, a: Assignment, sign: int) -> None:
+        req, node = a.request, a.node
+        self.cpu_left[node] += sign * req.cpu_milli
+        self.mem_left[node] += sign * req.memory_mib
+        self.pod_count[node] -= sign
+        if req.gpu_count:
+            gpus = list(a.gpus)
+            self.gpu_left[node, gpus] += sign * req.gpu_milli
+            tag = SHARE_TAG if req.is_fraction else req.gpu_count
+            self.affinity[node, tag] -= sign
+            row = self.gpu_left[node]
+            self.gpu_total_left[node] = row.sum()
+            self.gpu_free_count[node] = (row == MILLI_PER_GPU).sum()
+            self.gpu_max_left[node] = row.max()
+        self.version[node] += 1

@@ -1,0 +1,1 @@
+"""Tessellate's trace-driven simulator: replays workloads through the placement core."""

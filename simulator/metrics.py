@@ -1,0 +1,87 @@
+"""Per-event metric series and the paper's 0..130 '% of GPU capacity arrived' columns.
+
+`EventSeries` is what the simulator records after every pod event; `discrete`
+turns one run's series into the three rows of the paper's result files with
+the same rounding as its analysis scripts (numpy round-half-even, and the
+artifact's `%.2f` log values for the fragmentation figures).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+ARRIVED_COLUMNS = tuple(range(131))
+"""Arrived GPU demand as % of cluster capacity: the x axis of the paper's Fig. 9a."""
+
+
+@dataclass
+class EventSeries:
+    """One row per pod event (placed or failed), in arrival order."""
+
+    arrived_milli: np.ndarray
+    used_milli: np.ndarray
+    frag_milli: np.ndarray
+    idle_milli: np.ndarray
+    placed: np.ndarray  # bool
+
+    @classmethod
+    def empty(cls, events: int) -> EventSeries:
+        return cls(
+            arrived_milli=np.zeros(events, dtype=np.int64),
+            used_milli=np.zeros(events, dtype=np.int64),
+            frag_milli=np.zeros(events),
+            idle_milli=np.zeros(events),
+            placed=np.zeros(events, dtype=bool),
+        )
+
+    def record(self, i: int, arrived: int, used: int, frag: float, idle: float, placed: bool) -> None:
+        self.arrived_milli[i] = arrived
+        self.used_milli[i] = used
+        self.frag_milli[i] = frag
+        self.idle_milli[i] = idle
+        self.placed[i] = placed
+
+    @property
+    def frag_ratio(self) -> np.ndarray:
+        """Fragment as % of idle GPU capacity (0 when nothing is idle)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.idle_milli > 0, 100 * self.frag_milli / self.idle_milli, 0.0)
+
+
+def _as_logged(values: np.ndarray) -> np.ndarray:
+    """The value after the artifact's `%.2f` log line and pandas' float parse."""
+    return np.array([float(f"{v:.2f}") for v in values])
+
+
+@dataclass(frozen=True)
+class DiscreteRows:
+    """The three per-run rows of the paper's analysis_*_discrete.csv files (NaN = empty)."""
+
+    alloc: np.ndarray
+    frag: np.ndarray
+    frag_ratio: np.ndarray
+
+
+def discrete(series: EventSeries, total_gpus: int) -> DiscreteRows:
+    """Average each metric over the events whose arrived demand rounds to x, for x in 0..130.
+
+    Where no event rounds to x exactly, events within x-1..x+1 are used; where
+    there are none either, the cell stays empty (NaN), as in the paper's scripts.
+    """
+    arrived = np.round(series.arrived_milli / total_gpus / 10, 0)
+    alloc = np.round(series.used_milli / total_gpus / 10, 2)
+    frag = _as_logged(series.frag_milli)
+    ratio = _as_logged(series.frag_ratio)
+    out = np.full((3, len(ARRIVED_COLUMNS)), np.nan)
+    for x in ARRIVED_COLUMNS:
+        rows = arrived == x
+        if not rows.any():
+            rows = (arrived >= x - 1) & (arrived <= x + 1)
+            if not rows.any():
+                continue
+        out[0, x] = np.round(alloc[rows].mean(), 2)
+        out[1, x] = np.round(100 * frag[rows].mean() / 1000 / total_gpus, 2)
+        out[2, x] = ratio[rows].mean()
+    return DiscreteRows(alloc=out[0], frag=out[1], frag_ratio=out[2])

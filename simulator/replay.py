@@ -1,0 +1,87 @@
+"""Drives the placement core through a trace, one pod at a time.
+
+`run_inflation` is the FGD paper's protocol (no departures, failed pods are
+dropped); the timed replay with departures lives in `simulator.timed`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from placement import (
+    Assignment,
+    ClusterState,
+    Fragmentation,
+    FragmentationTracker,
+    Placer,
+    PolicyContext,
+    TargetWorkload,
+    Unschedulable,
+    create_policy,
+)
+from simulator.metrics import EventSeries
+from simulator.protocol import plan_inflation
+from simulator.trace import PodRecord, Trace
+
+
+@dataclass
+class RunResult:
+    """Everything one simulated run produced."""
+
+    workload: str
+    policy: str
+    seed: int
+    tune: float | None
+    total_gpus: int
+    series: EventSeries
+    state: ClusterState
+    failures: list[tuple[PodRecord, Unschedulable]] = field(default_factory=list)
+    tuned_copies: int = 0
+
+
+def target_workload(trace: Trace) -> TargetWorkload:
+    """FGD's typical pods: from the original trace, before any tuning."""
+    return TargetWorkload.from_requests(p.request for p in sorted(trace.pods, key=lambda p: p.name))
+
+
+def run_inflation(
+    trace: Trace,
+    policy: str,
+    seed: int,
+    tune: float | None = 1.3,
+    progress: Callable[[int], None] | None = None,
+) -> RunResult:
+    """One run of the paper's protocol: shuffled, tuned arrivals, no departures."""
+    plan = plan_inflation(trace, seed, tune)
+    state = ClusterState(plan.nodes)
+    target = target_workload(trace)
+    placer = Placer(state, create_policy(policy, PolicyContext(rng=plan.rng, target=target)))
+    tracker = FragmentationTracker(Fragmentation(target, state), state)
+    series = EventSeries.empty(len(plan.arrivals))
+    result = RunResult(
+        workload=trace.name,
+        policy=policy,
+        seed=seed,
+        tune=tune,
+        total_gpus=trace.total_gpus,
+        series=series,
+        state=state,
+        tuned_copies=plan.tuned_copies,
+    )
+    arrived = 0
+    for i, pod in enumerate(plan.arrivals):
+        arrived += pod.request.total_gpu_milli
+        decision = placer.place(pod.name, pod.request)
+        placed = isinstance(decision, Assignment)
+        if placed:
+            state.allocate(decision)
+        else:
+            result.failures.append((pod, decision))
+        frag, idle = tracker.totals()
+        series.record(i, arrived, state.allocated_gpu_milli, frag, idle, placed)
+        if progress is not None and i % 1000 == 999:
+            progress(1000)
+    if progress is not None:
+        progress(len(plan.arrivals) % 1000)
+    return result

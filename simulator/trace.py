@@ -1,0 +1,47 @@
+"""A workload trace: the cluster's nodes and the pods that arrive at it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from placement import NodeSpec, Request
+
+
+class TraceError(ValueError):
+    """A trace file that cannot be used; the message names the file, line and column."""
+
+    def __init__(self, path: object, message: str, line: int | None = None, column: str | None = None):
+        where = str(path)
+        if line is not None:
+            where += f", line {line}"
+        if column is not None:
+            where += f", column {column!r}"
+        super().__init__(f"{where}: {message}")
+        self.path, self.line, self.column = path, line, column
+
+
+@dataclass(frozen=True, slots=True)
+class PodRecord:
+    """One pod of a trace; times are seconds from the trace start (None: not recorded)."""
+
+    name: str
+    request: Request
+    creation_time: float | None = None
+    deletion_time: float | None = None
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Nodes plus pods; `name` is what reports call the workload (the pod file's stem)."""
+
+    name: str
+    nodes: tuple[NodeSpec, ...]
+    pods: tuple[PodRecord, ...]
+
+    @property
+    def total_gpus(self) -> int:
+        return sum(node.gpu_count for node in self.nodes)
+
+    @property
+    def gpu_demand_milli(self) -> int:
+        return sum(p.request.total_gpu_milli for p in self.pods)

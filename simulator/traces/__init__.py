@@ -1,0 +1,1 @@
+"""Trace readers: the Alibaba openb format, a generic CSV/Parquet schema, synthetic traces."""
