@@ -62,6 +62,7 @@ class TargetWorkload:
 
 # Category columns, in the artifact's accumulation order; q3 (satisfied) is not fragment.
 _Q1, _Q2, _Q4, _XL, _XR, _NA = range(6)
+_CATEGORIES = 6
 
 
 class Fragmentation:
@@ -80,13 +81,16 @@ class Fragmentation:
         self.gpu_count = np.array([t[2] for t in types], dtype=np.int64)
         self.weight = np.array(target.weights, dtype=np.float64)
         self.cpu_type = self.gpu_count == 0
+        # Task types share few distinct per-GPU sizes; per-GPU work is done once per size.
+        self.sizes, self.size_of_type = np.unique(self.gpu_milli, return_inverse=True)
         # access[m, model_id]; the extra last column is "no GPU model" (CPU-only nodes).
         access = np.zeros((len(types), len(state.gpu_models) + 1), dtype=bool)
         for m, (_, _, _, models) in enumerate(types):
             wanted = {x for x in models if x}
             for j, model in enumerate(state.gpu_models):
                 access[m, j] = not wanted or model in wanted
-        self.access = access
+        self.access_by_model = np.ascontiguousarray(access.T)  # [model, M]
+        self._categories = np.arange(_CATEGORIES)[:, None, None]
 
     def amounts(
         self, cpu_left: np.ndarray, gpu_left: np.ndarray, model_id: np.ndarray
@@ -97,33 +101,30 @@ class Fragmentation:
         GPUs); model_id: [X] index into the cluster's GPU models, -1 for none.
         """
         total = gpu_left.sum(axis=1)  # [X]
-        fits_gpu = gpu_left[:, None, :] >= self.gpu_milli[None, :, None]  # [X, M, G]
-        fitting_count = fits_gpu.sum(axis=2)  # [X, M]
-        usable = np.where(fits_gpu, gpu_left[:, None, :], 0).sum(axis=2)  # [X, M]
+        fits = gpu_left[:, None, :] >= self.sizes[None, :, None]  # [X, S, G]
+        fitting_count = fits.sum(axis=2)[:, self.size_of_type]  # [X, M]
+        usable = (fits * gpu_left[:, None, :]).sum(axis=2)[:, self.size_of_type]  # [X, M]
         cpu_ok = cpu_left[:, None] >= self.cpu[None, :]
-        access = self.access[:, model_id].T  # [X, M]
         gpu_ok = fitting_count >= self.gpu_count[None, :]
-        gpu_type = ~self.cpu_type[None, :]
-        reachable = gpu_type & access
-
-        tot = np.broadcast_to(total[:, None], cpu_ok.shape)
-        zero = np.zeros_like(tot)
-        parts = np.stack(
-            [
-                np.where(reachable & ~gpu_ok & ~cpu_ok, tot, zero),  # q1 lack both
-                np.where(reachable & gpu_ok & cpu_ok, tot - usable, zero)
-                + np.where(reachable & ~gpu_ok & cpu_ok, tot, zero),  # q2 lack GPU
-                np.where(reachable & gpu_ok & ~cpu_ok, tot, zero),  # q4 lack CPU
-                np.where(~gpu_type & cpu_ok, tot, zero),  # CPU task fits: GPUs idle
-                np.where(~gpu_type & ~cpu_ok, tot, zero),  # CPU task lacks CPU
-                np.where(gpu_type & ~access, tot, zero),  # model not allowed
-            ]
-        )  # [6, X, M]
+        access = self.access_by_model[model_id]  # [X, M]
+        # Category of each (state, type), in the artifact's accumulator order.
+        category = np.where(
+            self.cpu_type[None, :],
+            np.where(cpu_ok, _XL, _XR),
+            np.where(
+                access,
+                np.where(cpu_ok, _Q2, np.where(gpu_ok, _Q4, _Q1)),
+                _NA,
+            ),
+        )
+        satisfied = access & gpu_ok & cpu_ok & ~self.cpu_type[None, :]
+        # A type that fits counts only its too-small GPUs as fragment; others count all idle.
+        fragment = np.where(satisfied, total[:, None] - usable, total[:, None]) * self.weight
+        parts = (category[None] == self._categories) * fragment[None]  # [6, X, M]
         # Sequential accumulation over task types (cumsum) keeps the artifact's float order.
-        acc = np.cumsum(parts * self.weight[None, None, :], axis=2)[:, :, -1]  # [6, X]
+        acc = np.cumsum(parts, axis=2)[:, :, -1]  # [6, X]
         frag = acc[_Q1] + acc[_Q2] + acc[_Q4] + acc[_XL] + acc[_XR] + acc[_NA]
-        satisfied = np.where(reachable & gpu_ok & cpu_ok, usable, 0) * self.weight[None, :]
-        idle = frag + np.cumsum(satisfied, axis=1)[:, -1]
+        idle = frag + np.cumsum(np.where(satisfied, usable, 0) * self.weight, axis=1)[:, -1]
         return frag, idle
 
     def of_nodes(self, state: ClusterState, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -114,9 +114,10 @@ class ClusterState:
                 raise OverCommitError(
                     f"{where}: GPU {gpu} has {self.gpu_left[node, gpu]}m free, needs {req.gpu_milli}m"
                 )
-        if req.gpu_count and req.gpu_models:
+        wanted = {m for m in req.gpu_models if m}  # blank names constrain nothing, as in the filter
+        if req.gpu_count and wanted:
             model = self.nodes[node].gpu_model
-            if model not in req.gpu_models:
+            if model not in wanted:
                 raise OverCommitError(f"{where}: GPU model {model} not in {req.gpu_models}")
 
     def _apply(self, a: Assignment, sign: int) -> None:

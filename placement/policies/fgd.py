@@ -19,7 +19,9 @@ from placement.state import ClusterState
 def quantised_gain(frag_before: np.ndarray, frag_after: np.ndarray) -> np.ndarray:
     """The artifact's integer score: 50 when fragmentation is unchanged, higher if it drops."""
     x = (frag_before - frag_after) / 1000.0
-    return np.trunc(100.0 / (1.0 + np.exp(-x))).astype(np.int64)
+    # sigmoid first, then * 100, as the artifact does (`int64(sigmoid(x) * 100)`): the
+    # shorter 100 / (1 + e) can round across an integer and change the score by one.
+    return np.trunc((1.0 / (1.0 + np.exp(-x))) * 100.0).astype(np.int64)
 
 
 @register
@@ -58,16 +60,25 @@ class FgdPolicy(Policy):
         return int(np.argmax(scores))
 
     def _per_gpu_scores(self, state: ClusterState, request: Request, nodes: np.ndarray) -> np.ndarray:
-        """[k, G] scores of putting the fraction on each GPU; -1 where it does not fit."""
+        """[k, G] scores of putting the fraction on each GPU; -1 where it does not fit.
+
+        GPUs of a node with equal free share give the same outcome, so only the
+        first of each is evaluated; the others get -1, which changes neither the
+        maximum nor the first GPU reaching it.
+        """
         k, g = len(nodes), state.max_gpus
         left = state.gpu_left[nodes]  # [k, G]
         cpu = state.cpu_left[nodes]
         models = state.model_id[nodes]
-        variants = left[:, None, :] - request.gpu_milli * np.eye(g, dtype=np.int64)[None]  # [k, G, G]
+        earlier_twin = np.triu(left[:, :, None] == left[:, None, :], k=1).any(axis=1)
+        node_of, gpu = np.nonzero((left >= request.gpu_milli) & ~earlier_twin)
+        variants = left[node_of]
+        variants[np.arange(len(gpu)), gpu] -= request.gpu_milli
         frag, _ = self.fragmentation.amounts(
-            np.concatenate([cpu, np.repeat(cpu - request.cpu_milli, g)]),
-            np.concatenate([left, variants.reshape(k * g, g)]),
-            np.concatenate([models, np.repeat(models, g)]),
+            np.concatenate([cpu, cpu[node_of] - request.cpu_milli]),
+            np.concatenate([left, variants]),
+            np.concatenate([models, models[node_of]]),
         )
-        scores = quantised_gain(frag[:k, None], frag[k:].reshape(k, g))
-        return np.where(left >= request.gpu_milli, scores, -1)
+        scores = np.full((k, g), -1, dtype=np.int64)
+        scores[node_of, gpu] = quantised_gain(frag[node_of], frag[k:])
+        return scores

@@ -1,0 +1,1 @@
+"""Kubernetes adapter (live scheduler and node agent); built on placement/."""

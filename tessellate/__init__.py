@@ -1,0 +1,1 @@
+"""The `tessellate` command."""
