@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from placement import ClusterState, Fragmentation
+
 ARRIVED_COLUMNS = tuple(range(131))
 """Arrived GPU demand as % of cluster capacity: the x axis of the paper's Fig. 9a."""
 
@@ -48,6 +50,50 @@ class EventSeries:
         """Fragment as % of idle GPU capacity (0 when nothing is idle)."""
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(self.idle_milli > 0, 100 * self.frag_milli / self.idle_milli, 0.0)
+
+
+class FragmentationRecorder:
+    """Cluster fragmentation after every event, computed in one vectorised batch at the end.
+
+    An event changes at most one node, so recording that node's new state is
+    enough: the per-node F values are computed together afterwards and the
+    cluster totals follow as running sums of per-node differences.
+    """
+
+    def __init__(self, fragmentation: Fragmentation, state: ClusterState, events: int):
+        self.fragmentation = fragmentation
+        self.state = state
+        all_nodes = np.arange(len(state))
+        self.initial_frag, self.initial_idle = fragmentation.of_nodes(state, all_nodes)
+        self.node = np.full(events, -1, dtype=np.int64)
+        self.cpu_left = np.zeros(events, dtype=np.int64)
+        self.gpu_left = np.zeros((events, state.max_gpus), dtype=np.int64)
+
+    def record(self, event: int, node: int) -> None:
+        """Note that `node` changed during `event` (call after the state was written)."""
+        self.node[event] = node
+        self.cpu_left[event] = self.state.cpu_left[node]
+        self.gpu_left[event] = self.state.gpu_left[node]
+
+    def totals(self) -> tuple[np.ndarray, np.ndarray]:
+        """(fragment, idle) milli-GPU summed over the cluster after each event."""
+        changed = np.flatnonzero(self.node >= 0)
+        nodes = self.node[changed]
+        frag, idle = self.fragmentation.amounts(
+            self.cpu_left[changed], self.gpu_left[changed], self.state.model_id[nodes]
+        )
+        frag_delta = np.zeros(len(self.node))
+        idle_delta = np.zeros(len(self.node))
+        node_frag = self.initial_frag.copy()
+        node_idle = self.initial_idle.copy()
+        for event, node, f, i in zip(changed.tolist(), nodes.tolist(), frag, idle, strict=True):
+            frag_delta[event] = f - node_frag[node]
+            idle_delta[event] = i - node_idle[node]
+            node_frag[node], node_idle[node] = f, i
+        return (
+            self.initial_frag.sum() + np.cumsum(frag_delta),
+            self.initial_idle.sum() + np.cumsum(idle_delta),
+        )
 
 
 def _as_logged(values: np.ndarray) -> np.ndarray:

@@ -13,14 +13,13 @@ from placement import (
     Assignment,
     ClusterState,
     Fragmentation,
-    FragmentationTracker,
     Placer,
     PolicyContext,
     TargetWorkload,
     Unschedulable,
     create_policy,
 )
-from simulator.metrics import EventSeries
+from simulator.metrics import EventSeries, FragmentationRecorder
 from simulator.protocol import plan_inflation
 from simulator.trace import PodRecord, Trace
 
@@ -57,8 +56,8 @@ def run_inflation(
     state = ClusterState(plan.nodes)
     target = target_workload(trace)
     placer = Placer(state, create_policy(policy, PolicyContext(rng=plan.rng, target=target)))
-    tracker = FragmentationTracker(Fragmentation(target, state), state)
     series = EventSeries.empty(len(plan.arrivals))
+    recorder = FragmentationRecorder(Fragmentation(target, state), state, len(plan.arrivals))
     result = RunResult(
         workload=trace.name,
         policy=policy,
@@ -69,19 +68,22 @@ def run_inflation(
         state=state,
         tuned_copies=plan.tuned_copies,
     )
-    arrived = 0
+    arrived = used = 0
     for i, pod in enumerate(plan.arrivals):
         arrived += pod.request.total_gpu_milli
         decision = placer.place(pod.name, pod.request)
-        placed = isinstance(decision, Assignment)
-        if placed:
+        if isinstance(decision, Assignment):
             state.allocate(decision)
+            recorder.record(i, decision.node)
+            used += pod.request.total_gpu_milli
+            series.placed[i] = True
         else:
             result.failures.append((pod, decision))
-        frag, idle = tracker.totals()
-        series.record(i, arrived, state.allocated_gpu_milli, frag, idle, placed)
+        series.arrived_milli[i] = arrived
+        series.used_milli[i] = used
         if progress is not None and i % 1000 == 999:
             progress(1000)
     if progress is not None:
         progress(len(plan.arrivals) % 1000)
+    series.frag_milli, series.idle_milli = recorder.totals()
     return result

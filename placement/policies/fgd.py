@@ -36,10 +36,13 @@ class FgdPolicy(Policy):
         if self.context.target is None:
             raise ValueError("the fgd policy needs a target workload (typical pods)")
         self.fragmentation = Fragmentation(self.context.target, state)
+        self._gpu_choice: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     def score(self, state: ClusterState, request: Request, nodes: np.ndarray) -> np.ndarray:
         if request.is_fraction:
-            return self._per_gpu_scores(state, request, nodes).max(axis=1)
+            per_gpu = self._per_gpu_scores(state, request, nodes)
+            self._remember_gpu_choice(state, request, nodes, per_gpu.argmax(axis=1))
+            return per_gpu.max(axis=1)
         cpu_after = state.cpu_left[nodes] - request.cpu_milli
         gpu_after = state.gpu_left[nodes]
         if request.gpu_count:
@@ -56,8 +59,23 @@ class FgdPolicy(Policy):
         return quantised_gain(frag[:k], frag[k:])
 
     def choose_fraction_gpu(self, state: ClusterState, node: int, request: Request) -> int:
+        remembered = self._gpu_choice.get(request.shape)
+        if remembered is not None and remembered[1][node] == state.version[node]:
+            return int(remembered[0][node])
         scores = self._per_gpu_scores(state, request, np.array([node]))[0]
         return int(np.argmax(scores))
+
+    def _remember_gpu_choice(
+        self, state: ClusterState, request: Request, nodes: np.ndarray, best: np.ndarray
+    ) -> None:
+        """Keep each scored node's best GPU, so choosing the GPU repeats no scoring work."""
+        entry = self._gpu_choice.get(request.shape)
+        if entry is None:
+            n = len(state)
+            entry = (np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int64))
+            self._gpu_choice[request.shape] = entry
+        entry[0][nodes] = best
+        entry[1][nodes] = state.version[nodes]
 
     def _per_gpu_scores(self, state: ClusterState, request: Request, nodes: np.ndarray) -> np.ndarray:
         """[k, G] scores of putting the fraction on each GPU; -1 where it does not fit.
