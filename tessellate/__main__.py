@@ -1,0 +1,5 @@
+import sys
+
+from tessellate.cli import main
+
+sys.exit(main())
