@@ -1,0 +1,7 @@
+"""Where the shared research data lives (beside the checkout, never copied into it)."""
+
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+OPENB = SHARED / "traces" / "openb-2023"
+EXPECTED = SHARED / "reference" / "fgd-expected"
