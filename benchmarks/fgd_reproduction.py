@@ -30,17 +30,25 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 EXPECTED = SHARED / "reference" / "fgd-expected"
 TRACES = SHARED / "traces" / "openb-2023"
 POLICY_OF = {
-    "01-Random": "random", "02-DotProd": "dotprod", "03-GpuClustering": "clustering",
-    "04-GpuPacking": "packing", "05-BestFit": "bestfit", "06-FGD": "fgd",
+    "01-Random": "random",
+    "02-DotProd": "dotprod",
+    "03-GpuClustering": "clustering",
+    "04-GpuPacking": "packing",
+    "05-BestFit": "bestfit",
+    "06-FGD": "fgd",
 }
 TOLERANCE_PP = 0.5
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=parse_seeds, default=list(range(42, 52)))
     parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--traces", default="", help="comma-separated suffixes, e.g. default,cpu050 (default all)")
+    parser.add_argument(
+        "--traces", default="", help="comma-separated suffixes, e.g. default,cpu050 (default all)"
+    )
     parser.add_argument("--policies", default="", help="comma-separated paper labels or names (default all)")
     parser.add_argument("--out", type=Path, default=None, help="also write our result CSVs here")
     args = parser.parse_args()
@@ -54,8 +62,14 @@ def main() -> int:
         summary = summary[summary.policy.isin(wanted) | summary.policy.map(POLICY_OF).isin(wanted)]
     nodes = str(TRACES / "openb_node_list_gpu_node.csv")
     specs = [
-        RunSpec(TraceSource(nodes=nodes, pods=str(TRACES / f"{row.workload}.csv")), POLICY_OF[row.policy], seed, 1.3)
-        for row in summary.itertuples() for seed in args.seeds
+        RunSpec(
+            TraceSource(nodes=nodes, pods=str(TRACES / f"{row.workload}.csv")),
+            POLICY_OF[row.policy],
+            seed,
+            1.3,
+        )
+        for row in summary.itertuples()
+        for seed in args.seeds
     ]
     console = Console()
     start = time.perf_counter()
@@ -72,8 +86,17 @@ def main() -> int:
     paper_rows = pd.read_csv(EXPECTED / "analysis_allo_discrete.csv")
     columns = [str(x) for x in range(131)]
     table = Table(title=f"FGD reproduction: mean allocation % over seeds {args.seeds[0]}..{args.seeds[-1]}")
-    for col in ("workload", "policy", "ours@100", "paper@100", "Δ@100", "ours@130", "paper@130", "Δ@130",
-                "identical seeds"):
+    for col in (
+        "workload",
+        "policy",
+        "ours@100",
+        "paper@100",
+        "Δ@100",
+        "ours@130",
+        "paper@130",
+        "Δ@130",
+        "identical seeds",
+    ):
         table.add_column(col, justify="left" if col in ("workload", "policy") else "right")
     worst = 0.0
     outside = 0
@@ -90,16 +113,26 @@ def main() -> int:
         for seed in args.seeds:
             mine = ours[ours.seed == seed][columns].to_numpy(float)
             theirs = paper[paper.seed == seed][columns].to_numpy(float)
-            if mine.size and theirs.size and np.allclose(np.nan_to_num(mine), np.nan_to_num(theirs), atol=1e-9):
+            if (
+                mine.size
+                and theirs.size
+                and np.allclose(np.nan_to_num(mine), np.nan_to_num(theirs), atol=1e-9)
+            ):
                 identical += 1
         identical_total += identical
         compared_total += len(args.seeds)
         style = "red" if bad else None
         table.add_row(
-            row.workload.removeprefix("openb_pod_list_"), row.policy,
-            f"{at100:.2f}", f"{row.alloc_at_100_mean:.2f}", f"{d100:+.2f}",
-            f"{at130:.2f}", f"{row.alloc_at_130_mean:.2f}", f"{d130:+.2f}",
-            f"{identical}/{len(args.seeds)}", style=style,
+            row.workload.removeprefix("openb_pod_list_"),
+            row.policy,
+            f"{at100:.2f}",
+            f"{row.alloc_at_100_mean:.2f}",
+            f"{d100:+.2f}",
+            f"{at130:.2f}",
+            f"{row.alloc_at_130_mean:.2f}",
+            f"{d130:+.2f}",
+            f"{identical}/{len(args.seeds)}",
+            style=style,
         )
     console.print(table)
     per_run = extra.groupby("sc_policy").seconds.mean()

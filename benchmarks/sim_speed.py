@@ -26,7 +26,9 @@ TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "ope
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per policy; the median is reported")
     parser.add_argument("--policies", default=",".join(PAPER_POLICIES))
     args = parser.parse_args()
@@ -49,12 +51,17 @@ def main() -> None:
         pods[policy] = len(result.series.placed)
         placed[policy] = int(result.series.placed.sum())
     table = Table(title=f"one run: openb default, tune 1.3, seed 42 (median of {args.repeat})")
-    for col in ("policy", "seconds/run", "pods/s (all events)", "pods placed/s", "× bestfit time"):
+    for col in ("policy", "seconds/run", "pods/s (all events)", "pods placed/s", "time vs bestfit"):
         table.add_column(col, justify="right")
     for policy in policies:
         t = times[policy]
-        table.add_row(policy, f"{t:.2f}", f"{pods[policy] / t:,.0f}", f"{placed[policy] / t:,.0f}",
-                      f"{t / times['bestfit']:.2f}")
+        table.add_row(
+            policy,
+            f"{t:.2f}",
+            f"{pods[policy] / t:,.0f}",
+            f"{placed[policy] / t:,.0f}",
+            f"{t / times['bestfit']:.2f}",
+        )
     console = Console()
     console.print(table)
     console.print(f"trace load: {load_seconds:.2f} s; {pods['bestfit']} pod events per run")

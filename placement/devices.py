@@ -25,10 +25,7 @@ def tightest_fit(state: ClusterState, node: int, milli: int) -> int:
 def random_fit(state: ClusterState, node: int, milli: int, rng: IntSource) -> int:
     """Reservoir-sample a GPU that holds `milli` (one draw per candidate, like the artifact)."""
     chosen = -1
-    seen = 0
-    for gpu in np.flatnonzero(state.gpu_left[node] >= milli):
-        seen += 1
+    for seen, gpu in enumerate(np.flatnonzero(state.gpu_left[node] >= milli), start=1):
         if rng.intn(seen) == 0:
             chosen = int(gpu)
     return chosen
-

@@ -29,9 +29,7 @@ def model_mask(state: ClusterState, models: tuple[str, ...]) -> np.ndarray:
     mask = cache.get(models)
     if mask is None:
         wanted = {m for m in models if m}
-        allowed = np.array(
-            [not wanted or m in wanted for m in state.gpu_models] + [False], dtype=bool
-        )
+        allowed = np.array([not wanted or m in wanted for m in state.gpu_models] + [False], dtype=bool)
         mask = allowed[state.model_id]  # model_id -1 picks the trailing False
         mask.flags.writeable = False
         cache[models] = mask

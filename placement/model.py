@@ -62,9 +62,7 @@ class Request:
             raise InvalidRequestError(f"negative GPU count {self.gpu_count}")
         if self.gpu_count == 0:
             if self.gpu_milli != 0:
-                raise InvalidRequestError(
-                    f"gpu_milli={self.gpu_milli} without any GPU (gpu_count=0)"
-                )
+                raise InvalidRequestError(f"gpu_milli={self.gpu_milli} without any GPU (gpu_count=0)")
             return
         if not 0 < self.gpu_milli <= MILLI_PER_GPU:
             raise InvalidRequestError(
@@ -72,8 +70,7 @@ class Request:
             )
         if self.gpu_milli < MILLI_PER_GPU and self.gpu_count != 1:
             raise InvalidRequestError(
-                f"a GPU fraction ({self.gpu_milli}m) must ask for exactly one GPU, "
-                f"got {self.gpu_count}"
+                f"a GPU fraction ({self.gpu_milli}m) must ask for exactly one GPU, got {self.gpu_count}"
             )
 
     @property

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from placement.model import MILLI_PER_GPU, Assignment, NodeSpec, Request
+from placement.model import MILLI_PER_GPU, Assignment, NodeSpec
 
 SHARE_TAG = 0
 """Affinity-tag column for sharing (fractional) pods; column n is `n-gpu` pods."""

@@ -79,7 +79,9 @@ def parse_tune(text: str) -> float | None:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--tune takes a number such as 1.3 (or 'off'), not {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--tune takes a number such as 1.3 (or 'off'), not {text!r}"
+        ) from None
     if value <= 0:
         raise argparse.ArgumentTypeError("--tune must be positive (or 'off')")
     return value
@@ -95,12 +97,18 @@ def _trace_options(parser: argparse.ArgumentParser, many_pods: bool) -> None:
     else:
         group.add_argument("--pods", type=Path, help="pod list (openb CSV or generic CSV/Parquet)")
     group.add_argument(
-        "--synthetic-scale", type=float, default=1.0, metavar="F",
+        "--synthetic-scale",
+        type=float,
+        default=1.0,
+        metavar="F",
         help="size of the synthetic workload relative to the openb cluster (default 1.0 = 1213 nodes)",
     )
     group.add_argument("--synthetic-seed", type=int, default=0, metavar="S", help="synthetic workload seed")
     parser.add_argument(
-        "--tune", type=parse_tune, default=1.3, metavar="R",
+        "--tune",
+        type=parse_tune,
+        default=1.3,
+        metavar="R",
         help="FGD inflation: add sampled pods until GPU demand is R x capacity (default 1.3; 'off')",
     )
 
@@ -112,30 +120,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sim = commands.add_parser(
-        "sim", help="replay traces through the placement core",
+        "sim",
+        help="replay traces through the placement core",
         description="Replay GPU cluster traces through Tessellate's placement core.",
     )
     sim_commands = sim.add_subparsers(dest="sim_command", required=True, metavar="SUBCOMMAND")
 
     run = sim_commands.add_parser(
-        "run", help="one policy, one seed: the paper's result rows",
+        "run",
+        help="one policy, one seed: the paper's result rows",
         description="Replay one trace with one policy and seed (the FGD paper's inflation protocol).",
-        epilog=EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG_RUN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _trace_options(run, many_pods=False)
-    run.add_argument("--policy", default="fgd", choices=sorted(POLICIES), help="placement policy (default fgd)")
+    run.add_argument(
+        "--policy", default="fgd", choices=sorted(POLICIES), help="placement policy (default fgd)"
+    )
     run.add_argument("--seed", type=int, default=42, help="shuffle/tuning/tie-break seed (default 42)")
     run.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
     run.add_argument("--plot", action="store_true", help="also write PNG plots")
 
     compare = sim_commands.add_parser(
-        "compare", help="several policies x seeds (x traces) side by side, with an HTML report",
+        "compare",
+        help="several policies x seeds (x traces) side by side, with an HTML report",
         description="Run policies x seeds x traces in parallel and write a comparison report.",
-        epilog=EPILOG_COMPARE, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG_COMPARE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _trace_options(compare, many_pods=True)
     compare.add_argument(
-        "--policies", type=parse_policies, default=list(PAPER_ORDER),
+        "--policies",
+        type=parse_policies,
+        default=list(PAPER_ORDER),
         help=f"comma-separated (default: the paper's six: {','.join(PAPER_ORDER)})",
     )
     compare.add_argument("--seeds", type=parse_seeds, default=[42, 43, 44], help="e.g. 42-51 (default 42-44)")
@@ -161,8 +178,12 @@ class UsageError(Exception):
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[last]}"), TimeRemainingColumn(), console=console,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[last]}"),
+        TimeRemainingColumn(),
+        console=console,
     )
 
 
@@ -177,7 +198,10 @@ def cmd_sim_run(args: argparse.Namespace) -> None:
         task = progress.add_task(f"{args.policy} seed {args.seed}", total=None, last="")
         start = time.perf_counter()
         result = run_inflation(
-            trace, args.policy, args.seed, args.tune,
+            trace,
+            args.policy,
+            args.seed,
+            args.tune,
             progress=lambda n: progress.update(task, advance=n),
         )
         seconds = time.perf_counter() - start
@@ -203,7 +227,15 @@ def _write_failures(path: Path, result) -> None:
         for pod, why in result.failures:
             r = pod.request
             writer.writerow(
-                [pod.name, r.cpu_milli, r.memory_mib, r.gpu_count, r.gpu_milli, "|".join(r.gpu_models), why.message]
+                [
+                    pod.name,
+                    r.cpu_milli,
+                    r.memory_mib,
+                    r.gpu_count,
+                    r.gpu_milli,
+                    "|".join(r.gpu_models),
+                    why.message,
+                ]
             )
 
 
@@ -234,7 +266,9 @@ def cmd_sim_compare(args: argparse.Namespace) -> None:
         source.load()
     specs = [
         RunSpec(source, policy, seed, args.tune)
-        for source in sources for policy in args.policies for seed in args.seeds
+        for source in sources
+        for policy in args.policies
+        for seed in args.seeds
     ]
     start = time.perf_counter()
     with _progress() as progress:
@@ -242,7 +276,8 @@ def cmd_sim_compare(args: argparse.Namespace) -> None:
 
         def done(record) -> None:
             progress.update(
-                task, advance=1,
+                task,
+                advance=1,
                 last=f"{record.workload} {record.sc_policy} seed {record.seed}: {record.alloc[130]:.2f}%",
             )
 

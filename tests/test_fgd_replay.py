@@ -14,13 +14,13 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
+from paths import EXPECTED, OPENB
 
 from simulator.experiment import paper_label, record_of
 from simulator.gorand import GoRand
 from simulator.protocol import plan_inflation
 from simulator.replay import run_inflation
 from simulator.traces.openb import load_trace
-from paths import EXPECTED, OPENB
 
 COLUMNS = [str(x) for x in range(131)]
 
@@ -32,7 +32,9 @@ def default_trace():
 
 def paper_row(file: str, workload: str, policy: str, seed: int) -> np.ndarray:
     frame = pd.read_csv(EXPECTED / file)
-    row = frame[(frame.workload == workload) & (frame.sc_policy == paper_label(policy)) & (frame.seed == seed)]
+    row = frame[
+        (frame.workload == workload) & (frame.sc_policy == paper_label(policy)) & (frame.seed == seed)
+    ]
     assert len(row) == 1
     return row[COLUMNS].to_numpy(float)[0]
 
@@ -40,7 +42,8 @@ def paper_row(file: str, workload: str, policy: str, seed: int) -> np.ndarray:
 def test_go_rand_matches_a_go_program(tmp_path):
     go = shutil.which("go")
     assert go, "the Go toolchain is part of this project's machine image (see README)"
-    (tmp_path / "main.go").write_text(textwrap.dedent("""
+    (tmp_path / "main.go").write_text(
+        textwrap.dedent("""
         package main
         import ("fmt"; "math/rand")
         func main() {
@@ -52,10 +55,22 @@ def test_go_rand_matches_a_go_program(tmp_path):
             z := rand.New(rand.NewSource(-5))
             fmt.Println(z.Int63(), z.Intn(1<<20))
         }
-    """))
-    out = subprocess.run([go, "run", "main.go"], cwd=tmp_path, capture_output=True, text=True,
-                         check=True, env={"GOFLAGS": "-mod=mod", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin",
-                                          "GOCACHE": str(tmp_path / "cache"), "GOPATH": str(tmp_path / "gopath")})
+    """)
+    )
+    out = subprocess.run(
+        [go, "run", "main.go"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={
+            "GOFLAGS": "-mod=mod",
+            "HOME": str(tmp_path),
+            "PATH": "/usr/bin:/bin",
+            "GOCACHE": str(tmp_path / "cache"),
+            "GOPATH": str(tmp_path / "gopath"),
+        },
+    )
     r = GoRand(42)
     first = f"{r.int63()} {r.intn(10)} {r.intn(1000003)} {r.int31n(7)} {r.float64()!r}"
     s = list(range(12))
@@ -73,8 +88,14 @@ def test_inflation_protocol_matches_the_artifacts_check_values(default_trace):
     assert len(plan.arrivals) == 10866
     assert sum(p.request.total_gpu_milli for p in plan.arrivals) == 8_075_080
     order = [n.name for n in plan.nodes]
-    expected = {"openb-node-0260": 0, "openb-node-1080": 37, "openb-node-0292": 137,
-                "openb-node-1141": 170, "openb-node-0475": 240, "openb-node-0604": 280}
+    expected = {
+        "openb-node-0260": 0,
+        "openb-node-1080": 37,
+        "openb-node-0292": 137,
+        "openb-node-1141": 170,
+        "openb-node-0475": 240,
+        "openb-node-0604": 280,
+    }
     assert {name: order.index(name) for name in expected} == expected
 
 
@@ -100,8 +121,10 @@ def test_deterministic_policies_replay_the_paper_bit_for_bit(default_trace, poli
 
 
 def test_fgd_replays_a_tuned_down_and_a_constrained_trace_exactly():
-    for workload, policy, seed in [("openb_pod_list_multigpu30", "fgd", 43),
-                                   ("openb_pod_list_gpuspec25", "fgd", 47)]:
+    for workload, policy, seed in [
+        ("openb_pod_list_multigpu30", "fgd", 43),
+        ("openb_pod_list_gpuspec25", "fgd", 47),
+    ]:
         trace = load_trace(OPENB / "openb_node_list_gpu_node.csv", OPENB / f"{workload}.csv")
         record = record_of(run_inflation(trace, policy, seed, 1.3), seconds=0.0)
         theirs = paper_row("analysis_allo_discrete.csv", workload, policy, seed)

@@ -49,8 +49,7 @@ class DotProductPolicy(Policy):
         cpu_left = state.cpu_left[nodes]
         dot = (
             (cpu_left / MAX_CPU_MILLI) * (request.cpu_milli / MAX_CPU_MILLI)
-            + (state.gpu_total_left[nodes] / MAX_GPU_MILLI)
-            * (request.total_gpu_milli / MAX_GPU_MILLI)
+            + (state.gpu_total_left[nodes] / MAX_GPU_MILLI) * (request.total_gpu_milli / MAX_GPU_MILLI)
         ) / 2
         scores = np.trunc(100 * (1 - dot)).astype(np.int64)
         scores[cpu_left < request.cpu_milli] = 0
@@ -73,9 +72,7 @@ class GpuClusteringPolicy(Policy):
         affinity = state.affinity[nodes]
         has_tag = affinity[:, tag] > 0 if tag < affinity.shape[1] else np.zeros(len(nodes), bool)
         distinct = (affinity > 0).sum(axis=1)
-        bonus = np.select(
-            [has_tag & (distinct == 1), has_tag, distinct == 0], [75, 50, 25], default=0
-        )
+        bonus = np.select([has_tag & (distinct == 1), has_tag, distinct == 0], [75, 50, 25], default=0)
         return base + bonus
 
 
