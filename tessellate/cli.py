@@ -35,6 +35,15 @@ fragmentation and fragmentation ratio at 0..130 % of GPU capacity arrived),
 plus failed_pods.csv with the reason each unplaced pod was refused.
 """
 
+EPILOG_TIMED = """\
+examples:
+  tessellate sim timed --policy fgd --out out/timed         # synthetic workload
+  tessellate sim timed --nodes N.csv --pods P.csv --policy bestfit --max-wait 3600 --out out/
+
+Writes timeseries.csv (time, allocation ratio, fragmentation, pending, running),
+pods.csv (outcome, start time and queueing delay per pod) and summary.csv.
+"""
+
 EPILOG_COMPARE = """\
 examples:
   tessellate sim compare --out report/                      # 6 policies x 3 seeds, synthetic
@@ -87,7 +96,7 @@ def parse_tune(text: str) -> float | None:
     return value
 
 
-def _trace_options(parser: argparse.ArgumentParser, many_pods: bool) -> None:
+def _trace_options(parser: argparse.ArgumentParser, many_pods: bool, tune: bool = True) -> None:
     group = parser.add_argument_group("workload (default: the built-in synthetic openb-like workload)")
     group.add_argument("--nodes", type=Path, help="node list (openb CSV or generic CSV/Parquet)")
     if many_pods:
@@ -104,6 +113,8 @@ def _trace_options(parser: argparse.ArgumentParser, many_pods: bool) -> None:
         help="size of the synthetic workload relative to the openb cluster (default 1.0 = 1213 nodes)",
     )
     group.add_argument("--synthetic-seed", type=int, default=0, metavar="S", help="synthetic workload seed")
+    if not tune:
+        return
     parser.add_argument(
         "--tune",
         type=parse_tune,
@@ -140,6 +151,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=42, help="shuffle/tuning/tie-break seed (default 42)")
     run.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
     run.add_argument("--plot", action="store_true", help="also write PNG plots")
+
+    timed = sim_commands.add_parser(
+        "timed",
+        help="replay in time with departures and a pending queue",
+        description=(
+            "Replay a trace by its creation/deletion times: pods arrive, wait in a FIFO queue when "
+            "nothing fits (retried whenever capacity is released) and depart. Reports utilisation, "
+            "fragmentation and queueing delay over time."
+        ),
+        epilog=EPILOG_TIMED,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _trace_options(timed, many_pods=False, tune=False)
+    timed.add_argument("--policy", default="fgd", choices=sorted(POLICIES), help="placement policy")
+    timed.add_argument("--seed", type=int, default=0, help="seed for the random policy (default 0)")
+    timed.add_argument(
+        "--max-wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="a pod waiting longer than this counts as failed (default: waits until it departs)",
+    )
+    timed.add_argument("--samples", type=int, default=200, help="points in the time series (default 200)")
+    timed.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
 
     compare = sim_commands.add_parser(
         "compare",
@@ -257,6 +292,58 @@ def _print_run(record, workload: str, out: Path) -> None:
     )
 
 
+def cmd_sim_timed(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from simulator.timed import run_timed
+
+    trace = _sources(args)[0].load()
+    with _progress() as progress:
+        task = progress.add_task(f"{args.policy} timed replay", total=None, last="")
+        start = time.perf_counter()
+        result = run_timed(
+            trace,
+            args.policy,
+            args.seed,
+            max_wait=args.max_wait,
+            samples=args.samples,
+            progress=lambda n: progress.update(task, advance=n),
+        )
+        seconds = time.perf_counter() - start
+    args.out.mkdir(parents=True, exist_ok=True)
+    grid = result.grid
+    pd.DataFrame(
+        {
+            "time_s": grid.time,
+            "alloc_ratio": grid.alloc_ratio,
+            "frag_milli": grid.frag_milli,
+            "frag_ratio": grid.frag_ratio,
+            "pending": grid.pending,
+            "running": grid.running,
+        }
+    ).to_csv(args.out / "timeseries.csv", index=False)
+    pd.DataFrame(
+        {
+            "pod": list(result.outcome),
+            "outcome": list(result.outcome.values()),
+            "start_s": [result.start_time.get(p) for p in result.outcome],
+            "reason_on_arrival": [result.reasons.get(p, "") for p in result.outcome],
+        }
+    ).to_csv(args.out / "pods.csv", index=False)
+    summary = result.summary()
+    pd.DataFrame([{"workload": trace.name, "policy": args.policy, **summary}]).to_csv(
+        args.out / "summary.csv", index=False
+    )
+    table = Table(title=f"{trace.name} · {args.policy} · timed replay")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        table.add_row(key, f"{value:,.4g}")
+    out_console = Console()
+    out_console.print(table)
+    out_console.print(f"{len(result.outcome)} pods in {seconds:.2f} s. Results in {args.out}/")
+
+
 def cmd_sim_compare(args: argparse.Namespace) -> None:
     from simulator import report
     from simulator.experiment import RunSpec, frames, run_grid
@@ -304,7 +391,11 @@ def cmd_sim_compare(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {("sim", "run"): cmd_sim_run, ("sim", "compare"): cmd_sim_compare}
+    handlers = {
+        ("sim", "run"): cmd_sim_run,
+        ("sim", "timed"): cmd_sim_timed,
+        ("sim", "compare"): cmd_sim_compare,
+    }
     try:
         handlers[(args.command, args.sim_command)](args)
     except (TraceError, UnknownGpuModelError, InvalidRequestError, UsageError) as exc:

@@ -51,9 +51,6 @@ def _real(name: str, policies=("01-Random", "06-FGD"), seeds=(42, 43)) -> pd.Dat
     return df[keep].reset_index(drop=True)
 
 
-needs_expected = pytest.mark.skipif(
-    not (EXPECTED / "analysis_allo_discrete.csv").exists(), reason="paper result files not available"
-)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +131,6 @@ def test_best_policies(frames):
     assert report.best_policies(report.summarize(*frames)) == {"wl_a": "06-FGD", "wl_b": "06-FGD"}
 
 
-@needs_expected
 def test_summarize_real_rows():
     files = ("analysis_allo_discrete.csv", "analysis_frag_discrete.csv", "analysis_frag_ratio_discrete.csv")
     alloc, frag, ratio = (_real(f) for f in files)
@@ -152,7 +148,6 @@ def test_summarize_real_rows():
     assert s.alloc_at_130_mean.iloc[1] > s.alloc_at_130_mean.iloc[0] + 5
 
 
-@needs_expected
 def test_summarize_matches_reference_summary():
     files = ("analysis_allo_discrete.csv", "analysis_frag_discrete.csv", "analysis_frag_ratio_discrete.csv")
     s = report.summarize(*(pd.read_csv(EXPECTED / f) for f in files))
@@ -203,7 +198,6 @@ def test_csv_keeps_paper_column_order_and_adds_missing_tune(tmp_path, frames):
     assert back.seed.dtype.kind == "i"
 
 
-@needs_expected
 def test_csv_reproduces_paper_rows_byte_for_byte(tmp_path):
     names = ("analysis_allo_discrete.csv", "analysis_frag_discrete.csv", "analysis_frag_ratio_discrete.csv")
     frames = [_real(n, policies=("01-Random", "03-GpuClustering", "06-FGD"), seeds=(42,)) for n in names]
