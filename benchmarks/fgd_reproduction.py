@@ -71,7 +71,7 @@ def main() -> int:
         for row in summary.itertuples()
         for seed in args.seeds
     ]
-    console = Console()
+    console = Console(width=150)
     start = time.perf_counter()
     with Progress(console=console) as progress:
         task = progress.add_task(f"{len(specs)} runs", total=len(specs))

@@ -62,7 +62,7 @@ def main() -> None:
             f"{placed[policy] / t:,.0f}",
             f"{t / times['bestfit']:.2f}",
         )
-    console = Console()
+    console = Console(width=120)
     console.print(table)
     console.print(f"trace load: {load_seconds:.2f} s; {pods['bestfit']} pod events per run")
 
