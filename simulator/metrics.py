@@ -53,43 +53,53 @@ class EventSeries:
 
 
 class FragmentationRecorder:
-    """Cluster fragmentation after every event, computed in one vectorised batch at the end.
+    """Cluster fragmentation after every step, computed in vectorised batches at the end.
 
-    An event changes at most one node, so recording that node's new state is
-    enough: the per-node F values are computed together afterwards and the
-    cluster totals follow as running sums of per-node differences.
+    A step (a pod placed, a departure) changes few nodes, so recording those
+    nodes' new states is enough: their F values are computed together afterwards
+    and the cluster totals follow as running sums of per-node differences. This
+    keeps fragmentation off the replay's per-event path.
     """
 
-    def __init__(self, fragmentation: Fragmentation, state: ClusterState, events: int):
+    BATCH_ROWS = 4096
+    """Node states per `Fragmentation.amounts` call (bounds its [rows, types, GPUs] temporaries)."""
+
+    def __init__(self, fragmentation: Fragmentation, state: ClusterState):
         self.fragmentation = fragmentation
         self.state = state
         all_nodes = np.arange(len(state))
         self.initial_frag, self.initial_idle = fragmentation.of_nodes(state, all_nodes)
-        self.node = np.full(events, -1, dtype=np.int64)
-        self.cpu_left = np.zeros(events, dtype=np.int64)
-        self.gpu_left = np.zeros((events, state.max_gpus), dtype=np.int64)
+        self._steps: list[int] = []
+        self._nodes: list[int] = []
+        self._cpu: list[np.ndarray] = []
+        self._gpu: list[np.ndarray] = []
 
-    def record(self, event: int, node: int) -> None:
-        """Note that `node` changed during `event` (call after the state was written)."""
-        self.node[event] = node
-        self.cpu_left[event] = self.state.cpu_left[node]
-        self.gpu_left[event] = self.state.gpu_left[node]
+    def record(self, step: int, nodes: int | np.ndarray) -> None:
+        """Note the current state of `nodes`, changed during `step` (steps never decrease)."""
+        nodes = np.atleast_1d(nodes)
+        self._steps.extend([step] * len(nodes))
+        self._nodes.extend(nodes.tolist())
+        self._cpu.append(self.state.cpu_left[nodes])
+        self._gpu.append(self.state.gpu_left[nodes])
 
-    def totals(self) -> tuple[np.ndarray, np.ndarray]:
-        """(fragment, idle) milli-GPU summed over the cluster after each event."""
-        changed = np.flatnonzero(self.node >= 0)
-        nodes = self.node[changed]
-        frag, idle = self.fragmentation.amounts(
-            self.cpu_left[changed], self.gpu_left[changed], self.state.model_id[nodes]
-        )
-        frag_delta = np.zeros(len(self.node))
-        idle_delta = np.zeros(len(self.node))
-        node_frag = self.initial_frag.copy()
-        node_idle = self.initial_idle.copy()
-        for event, node, f, i in zip(changed.tolist(), nodes.tolist(), frag, idle, strict=True):
-            frag_delta[event] = f - node_frag[node]
-            idle_delta[event] = i - node_idle[node]
-            node_frag[node], node_idle[node] = f, i
+    def totals(self, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """(fragment, idle) milli-GPU summed over the cluster after each of `steps` steps."""
+        frag_delta, idle_delta = np.zeros(steps), np.zeros(steps)
+        if self._nodes:
+            nodes = np.array(self._nodes)
+            cpu, gpu = np.concatenate(self._cpu), np.concatenate(self._gpu)
+            frag, idle = np.empty(len(nodes)), np.empty(len(nodes))
+            for lo in range(0, len(nodes), self.BATCH_ROWS):
+                hi = lo + self.BATCH_ROWS
+                frag[lo:hi], idle[lo:hi] = self.fragmentation.amounts(
+                    cpu[lo:hi], gpu[lo:hi], self.state.model_id[nodes[lo:hi]]
+                )
+            node_frag, node_idle = self.initial_frag.copy(), self.initial_idle.copy()
+            rows = zip(self._steps, nodes.tolist(), frag.tolist(), idle.tolist(), strict=True)
+            for step, node, f, i in rows:
+                frag_delta[step] += f - node_frag[node]
+                idle_delta[step] += i - node_idle[node]
+                node_frag[node], node_idle[node] = f, i
         return (
             self.initial_frag.sum() + np.cumsum(frag_delta),
             self.initial_idle.sum() + np.cumsum(idle_delta),

@@ -57,7 +57,7 @@ def run_inflation(
     target = target_workload(trace)
     placer = Placer(state, create_policy(policy, PolicyContext(rng=plan.rng, target=target)))
     series = EventSeries.empty(len(plan.arrivals))
-    recorder = FragmentationRecorder(Fragmentation(target, state), state, len(plan.arrivals))
+    recorder = FragmentationRecorder(Fragmentation(target, state), state)
     result = RunResult(
         workload=trace.name,
         policy=policy,
@@ -85,5 +85,5 @@ def run_inflation(
             progress(1000)
     if progress is not None:
         progress(len(plan.arrivals) % 1000)
-    series.frag_milli, series.idle_milli = recorder.totals()
+    series.frag_milli, series.idle_milli = recorder.totals(len(plan.arrivals))
     return result

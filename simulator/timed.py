@@ -75,6 +75,7 @@ from placement import (
     create_policy,
 )
 from placement.fit import feasible_mask, model_mask
+from simulator.metrics import FragmentationRecorder
 from simulator.replay import target_workload
 from simulator.trace import PodRecord, Trace
 
@@ -381,51 +382,6 @@ class _Queue:
         return live[ok.any(axis=1)]
 
 
-_BATCH_ROWS = 4096
-"""Node states per `Fragmentation.amounts` call (bounds its [rows, types, GPUs] temporaries)."""
-
-
-def _fragmentation_rows(
-    fragmentation: Fragmentation,
-    model_id: np.ndarray,
-    initial_cpu: np.ndarray,
-    initial_gpu: np.ndarray,
-    snapshots: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]],
-    steps: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per step (F, idle) summed over nodes, exactly as a `FragmentationTracker` would sum them.
-
-    Every changed node's state is evaluated in batches, then per-node arrays are
-    updated step by step and summed, so each total is the same float as
-    `FragmentationTracker.totals()` at that step.
-    """
-    frag_now, idle_now = fragmentation.amounts(initial_cpu, initial_gpu, model_id)
-    frag_rows, idle_rows = np.zeros(steps), np.zeros(steps)
-    if not snapshots:
-        frag_rows[:], idle_rows[:] = frag_now.sum(), idle_now.sum()
-        return frag_rows, idle_rows
-    nodes = np.concatenate([s[1] for s in snapshots])
-    cpu = np.concatenate([s[2] for s in snapshots])
-    gpu = np.concatenate([s[3] for s in snapshots])
-    frag_all, idle_all = np.empty(len(nodes)), np.empty(len(nodes))
-    for lo in range(0, len(nodes), _BATCH_ROWS):
-        hi = lo + _BATCH_ROWS
-        frag_all[lo:hi], idle_all[lo:hi] = fragmentation.amounts(
-            cpu[lo:hi], gpu[lo:hi], model_id[nodes[lo:hi]]
-        )
-    frag_total, idle_total = float(frag_now.sum()), float(idle_now.sum())
-    row = k = 0
-    for step in range(steps):
-        if k < len(snapshots) and snapshots[k][0] == step:
-            changed = snapshots[k][1]
-            end = row + len(changed)
-            frag_now[changed], idle_now[changed] = frag_all[row:end], idle_all[row:end]
-            frag_total, idle_total = float(frag_now.sum()), float(idle_now.sum())
-            row, k = end, k + 1
-        frag_rows[step], idle_rows[step] = frag_total, idle_total
-    return frag_rows, idle_rows
-
-
 def run_timed(
     trace: Trace,
     policy: str,
@@ -467,12 +423,10 @@ def run_timed(
     counts = {"immediate": 0, "waited": 0, "timed_out": 0, "withdrawn": 0, "departures": 0}
     passes = attempts = 0
 
-    fragmentation = Fragmentation(target, state)
-    # Fragmentation is evaluated after the run, in one vectorised batch, from snapshots of
-    # the nodes that changed at each step; per step that costs one version compare.
-    initial_cpu, initial_gpu = state.cpu_left.copy(), state.gpu_left.copy()
+    # Fragmentation is evaluated after the run from snapshots of the nodes that changed
+    # at each step; per step that costs one version compare.
+    recorder = FragmentationRecorder(Fragmentation(target, state), state)
     seen_version = state.version.copy()
-    snapshots: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # (step, nodes, cpu, gpu)
     rows_t: list[float] = []
     rows_alloc: list[int] = []
     rows_pending: list[int] = []
@@ -578,7 +532,7 @@ def run_timed(
         changed = np.flatnonzero(seen_version != state.version)
         if changed.size:
             seen_version[changed] = state.version[changed]
-            snapshots.append((len(rows_t), changed, state.cpu_left[changed], state.gpu_left[changed]))
+            recorder.record(len(rows_t), changed)
         rows_t.append(now)
         rows_alloc.append(allocated)
         rows_pending.append(len(queue))
@@ -591,9 +545,7 @@ def run_timed(
 
     total_milli = state.total_gpu_milli
     assert allocated == state.allocated_gpu_milli, "allocation bookkeeping out of step with the state"
-    rows_frag, rows_idle = _fragmentation_rows(
-        fragmentation, state.model_id, initial_cpu, initial_gpu, snapshots, len(rows_t)
-    )
+    rows_frag, rows_idle = recorder.totals(len(rows_t))
     steps = TimedSeries(
         time=np.array(rows_t, dtype=np.float64),
         allocated_milli=np.array(rows_alloc, dtype=np.int64),
