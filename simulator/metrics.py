@@ -38,13 +38,6 @@ class EventSeries:
             placed=np.zeros(events, dtype=bool),
         )
 
-    def record(self, i: int, arrived: int, used: int, frag: float, idle: float, placed: bool) -> None:
-        self.arrived_milli[i] = arrived
-        self.used_milli[i] = used
-        self.frag_milli[i] = frag
-        self.idle_milli[i] = idle
-        self.placed[i] = placed
-
     @property
     def frag_ratio(self) -> np.ndarray:
         """Fragment as % of idle GPU capacity (0 when nothing is idle)."""
