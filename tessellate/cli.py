@@ -20,7 +20,7 @@ from placement import POLICIES, InvalidRequestError
 from placement.catalogue import UnknownGpuModelError
 from simulator.trace import TraceError
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 PAPER_ORDER = ("random", "dotprod", "clustering", "packing", "bestfit", "fgd")
 
 EPILOG_RUN = """\

@@ -1,0 +1,94 @@
+"""The `tessellate` command as a user runs it: files written, errors that say what to do."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from paths import OPENB
+
+from tessellate.cli import main, parse_seeds
+
+PAPER_COLUMNS = ["workload", "sc_policy", "tune", "seed", "total_gpus"] + [str(x) for x in range(131)]
+
+
+def test_sim_run_on_the_openb_trace_writes_the_papers_three_files(tmp_path, capsys):
+    code = main([
+        "sim", "run", "--nodes", str(OPENB / "openb_node_list_gpu_node.csv"),
+        "--pods", str(OPENB / "openb_pod_list_multigpu20.csv"),
+        "--policy", "bestfit", "--seed", "42", "--out", str(tmp_path), "--plot",
+    ])  # fmt: skip
+    assert code == 0
+    alloc = pd.read_csv(tmp_path / "analysis_allo_discrete.csv")
+    assert list(alloc.columns) == PAPER_COLUMNS
+    assert alloc.loc[0, "workload"] == "openb_pod_list_multigpu20"
+    assert alloc.loc[0, "sc_policy"] == "05-BestFit"
+    frag = pd.read_csv(tmp_path / "analysis_frag_discrete.csv")
+    assert list(frag.columns) == PAPER_COLUMNS[:4] + PAPER_COLUMNS[5:]
+    assert (tmp_path / "analysis_frag_ratio_discrete.csv").is_file()
+    assert (tmp_path / "alloc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    failed = pd.read_csv(tmp_path / "failed_pods.csv")
+    assert failed.reason.str.startswith("0/1213 nodes are available:").all()
+    assert "130" in capsys.readouterr().out
+
+
+def test_sim_compare_on_the_synthetic_default_writes_a_report(tmp_path, capsys):
+    code = main([
+        "sim", "compare", "--synthetic-scale", "0.05", "--policies", "fgd,bestfit",
+        "--seeds", "1-2", "--workers", "1", "--out", str(tmp_path),
+    ])  # fmt: skip
+    assert code == 0
+    alloc = pd.read_csv(tmp_path / "analysis_allo_discrete.csv")
+    assert sorted(alloc.sc_policy.unique()) == ["05-BestFit", "06-FGD"]
+    assert sorted(alloc.seed.unique()) == [1, 2]
+    html = (tmp_path / "report.html").read_text()
+    assert "data:image/png;base64," in html and "06-FGD" in html
+    assert "report.html" in capsys.readouterr().out
+
+
+def test_sim_timed_on_the_synthetic_default(tmp_path):
+    code = main(["sim", "timed", "--synthetic-scale", "0.05", "--out", str(tmp_path)])
+    assert code == 0
+    series = pd.read_csv(tmp_path / "timeseries.csv")
+    assert series.alloc_ratio.between(0, 1).all() and series.alloc_ratio.max() > 0
+    pods = pd.read_csv(tmp_path / "pods.csv")
+    assert set(pods.outcome) <= {"placed", "timed_out", "withdrawn", "pending"}
+
+
+def test_a_broken_trace_row_is_one_clear_error_line(tmp_path, capsys):
+    nodes = tmp_path / "nodes.csv"
+    nodes.write_text("sn,cpu_milli,memory_mib,gpu,model\nn0,64000,262144,2,P100\n")
+    pods = tmp_path / "pods.csv"
+    pods.write_text("name,cpu_milli,memory_mib,num_gpu,gpu_milli\np0,1000,1024,one,1000\n")
+    code = main(["sim", "run", "--nodes", str(nodes), "--pods", str(pods), "--out", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "pods.csv, line 2, column 'num_gpu'" in err and "Traceback" not in err
+
+
+def test_an_unknown_gpu_model_lists_the_known_ones(tmp_path, capsys):
+    nodes = tmp_path / "nodes.csv"
+    nodes.write_text("sn,cpu_milli,memory_mib,gpu,model\nn0,64000,262144,2,P1000\n")
+    pods = tmp_path / "pods.csv"
+    pods.write_text("name,cpu_milli,memory_mib,num_gpu,gpu_milli\np0,1000,1024,1,1000\n")
+    assert main(["sim", "run", "--nodes", str(nodes), "--pods", str(pods), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown GPU model 'P1000'" in err and "V100M32" in err
+
+
+def test_nodes_without_pods_is_a_usage_error(tmp_path, capsys):
+    assert main(["sim", "run", "--nodes", str(tmp_path / "n.csv"), "--out", str(tmp_path)]) == 2
+    assert "give both --nodes and --pods" in capsys.readouterr().err
+
+
+def test_unknown_policy_is_refused_with_the_choices(capsys):
+    with pytest.raises(SystemExit):
+        main(["sim", "compare", "--policies", "fgd,tetris", "--out", "x"])
+    err = capsys.readouterr().err
+    assert "unknown policy tetris" in err and "bestfit" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "seeds"), [("42", [42]), ("42,44", [42, 44]), ("42-45", [42, 43, 44, 45]), ("1,5-6", [1, 5, 6])]
+)
+def test_seed_ranges(text, seeds):
+    assert parse_seeds(text) == seeds
