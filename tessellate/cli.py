@@ -207,6 +207,11 @@ def _sources(args: argparse.Namespace) -> list:
     return [TraceSource(nodes=str(args.nodes), pods=str(p)) for p in pods]
 
 
+def _stdout_console() -> Console:
+    """Results go to stdout; when it is a file or pipe, keep tables wide instead of 80 columns."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 class UsageError(Exception):
     """A mistake in how the command was called."""
 
@@ -284,7 +289,7 @@ def _print_run(record, workload: str, out: Path) -> None:
         table.add_row(
             str(x), f"{record.alloc[x]:.2f}", f"{record.frag[x]:.2f}", f"{record.frag_ratio[x]:.2f}"
         )
-    out_console = Console()
+    out_console = _stdout_console()
     out_console.print(table)
     out_console.print(
         f"{record.pods} pods, {record.failed_pods} not placed, {record.seconds:.2f} s "
@@ -339,7 +344,7 @@ def cmd_sim_timed(args: argparse.Namespace) -> None:
     table.add_column("value", justify="right")
     for key, value in summary.items():
         table.add_row(key, f"{value:,.4g}")
-    out_console = Console()
+    out_console = _stdout_console()
     out_console.print(table)
     out_console.print(f"{len(result.outcome)} pods in {seconds:.2f} s. Results in {args.out}/")
 
@@ -383,7 +388,7 @@ def cmd_sim_compare(args: argparse.Namespace) -> None:
     }
     html = report.write_report(args.out, alloc, frag, frag_ratio, extra=extra, meta=meta)
     summary = report.summarize(alloc, frag, frag_ratio, extra)
-    out_console = Console()
+    out_console = _stdout_console()
     out_console.print(report.render_table(summary))
     out_console.print(f"{len(records)} runs in {wall:.1f} s. Report: {html}")
 
