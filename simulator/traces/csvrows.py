@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -49,31 +50,46 @@ class Row:
         if raw is None or raw.strip() == "":
             return None
         try:
-            return float(raw)
+            value = float(raw)
         except ValueError:
             raise self.error(column, f"expected a number or nothing, got {raw!r}") from None
+        if not math.isfinite(value):
+            raise self.error(column, f"expected a finite number, got {raw!r}")
+        return value
 
 
 def read_rows(path: Path, required: Sequence[str]) -> Iterator[Row]:
     """Yield the rows of a CSV file after checking its header has `required` columns."""
     if not path.is_file():
         raise TraceError(path, "no such file")
-    with path.open(newline="") as handle:
+    # utf-8-sig: spreadsheet exports start with a byte-order mark that would
+    # otherwise become part of the first column's name.
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise TraceError(path, "empty file (no header row)")
-        header = [h.strip() for h in header]
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise TraceError(
-                path, f"missing column(s) {', '.join(missing)}; the header has {', '.join(header)}", line=1
-            )
-        for number, cells in enumerate(reader, start=2):
-            if not cells or all(not c.strip() for c in cells):
-                continue
-            if len(cells) != len(header):
-                raise TraceError(
-                    path, f"expected {len(header)} fields, found {len(cells)}", line=number
-                )
-            yield Row(path, number, dict(zip(header, cells, strict=True)))
+        try:
+            yield from _rows(path, reader, required)
+        except UnicodeDecodeError as exc:
+            raise TraceError(path, f"not UTF-8 text: {exc}") from None
+        except csv.Error as exc:
+            raise TraceError(path, f"malformed CSV: {exc}", line=reader.line_num) from None
+
+
+def _rows(path: Path, reader: Iterator[list[str]], required: Sequence[str]) -> Iterator[Row]:
+    header = next(reader, None)
+    if header is None:
+        raise TraceError(path, "empty file (no header row)")
+    header = [h.strip() for h in header]
+    duplicated = sorted({h for h in header if header.count(h) > 1})
+    if duplicated:
+        raise TraceError(path, f"duplicate column(s) {', '.join(duplicated)} in the header", line=1)
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise TraceError(
+            path, f"missing column(s) {', '.join(missing)}; the header has {', '.join(header)}", line=1
+        )
+    for number, cells in enumerate(reader, start=2):
+        if not cells or all(not c.strip() for c in cells):
+            continue
+        if len(cells) != len(header):
+            raise TraceError(path, f"expected {len(header)} fields, found {len(cells)}", line=number)
+        yield Row(path, number, dict(zip(header, cells, strict=True)))
