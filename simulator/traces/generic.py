@@ -327,9 +327,7 @@ def _write_table(path: Path, columns: dict[str, list[object]]) -> None:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(columns)
         for values in zip(*columns.values(), strict=True):
-            writer.writerow(
-                _time_text(v) if isinstance(v, float) or v is None else v for v in values
-            )
+            writer.writerow(_time_text(v) if isinstance(v, float) or v is None else v for v in values)
 
 
 def write_trace(trace: Trace, nodes_path: str | Path, pods_path: str | Path) -> None:
