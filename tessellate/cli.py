@@ -19,6 +19,7 @@ from rich.table import Table
 from placement import POLICIES, InvalidRequestError
 from placement.catalogue import UnknownGpuModelError
 from simulator.trace import TraceError
+from tessellate.mig_cli import add_mig_commands, run_mig_command
 
 console = Console(stderr=True, soft_wrap=True)
 PAPER_ORDER = ("random", "dotprod", "clustering", "packing", "bestfit", "fgd")
@@ -193,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", type=parse_seeds, default=[42, 43, 44], help="e.g. 42-51 (default 42-44)")
     compare.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
     compare.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
+    add_mig_commands(commands)
     return parser
 
 
@@ -396,6 +398,8 @@ def cmd_sim_compare(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "mig":
+        return run_mig_command(args)
     handlers = {
         ("sim", "run"): cmd_sim_run,
         ("sim", "timed"): cmd_sim_timed,
