@@ -12,6 +12,7 @@ It prints a `WorkloadMix(...)` literal ready to paste into synthetic.py.
 
 from __future__ import annotations
 
+import pprint
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -128,15 +129,11 @@ def measure(trace_dir: Path = DEFAULT_DIR) -> dict[str, object]:
 
 
 def render(params: dict[str, object]) -> str:
-    """Python source for synthetic.py: one field per line, nested tuples wrapped."""
+    """Python source for synthetic.py, wrapped to the project's line length."""
     lines = ["OPENB_2023 = WorkloadMix("]
     for key, value in params.items():
-        if isinstance(value, tuple) and value and isinstance(value[0], tuple):
-            lines.append(f"    {key}=(")
-            lines.extend(f"        {item!r}," for item in value)
-            lines.append("    ),")
-        else:
-            lines.append(f"    {key}={value!r},")
+        text = pprint.pformat(value, width=88, compact=True).replace("\n", "\n    ")
+        lines.append(f"    {key}={text},")
     lines.append(")")
     return "\n".join(lines)
 
