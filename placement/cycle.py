@@ -48,12 +48,20 @@ class Placer:
         policy.bind(state)
         self._cache = ScoreCache(state) if policy.pure else None
 
-    def place(self, pod: str, request: Request) -> Decision:
-        """Decide where `pod` goes; the caller commits with `state.allocate`."""
+    def place(self, pod: str, request: Request, eligible: np.ndarray | None = None) -> Decision:
+        """Decide where `pod` goes; the caller commits with `state.allocate`.
+
+        `eligible` (bool per node) is what filters outside the core let through,
+        e.g. the scheduler's taints and node affinity; an explanation then counts
+        resource reasons only among those nodes.
+        """
         state = self.state
-        feasible = np.flatnonzero(feasible_mask(state, request))
+        mask = feasible_mask(state, request)
+        if eligible is not None:
+            mask &= eligible
+        feasible = np.flatnonzero(mask)
         if feasible.size == 0:
-            return explain(state, request)
+            return explain(state, request, eligible)
         if feasible.size == 1:
             node = int(feasible[0])
         else:

@@ -57,8 +57,12 @@ def feasible_mask(state: ClusterState, request: Request) -> np.ndarray:
     return mask
 
 
-def explain(state: ClusterState, request: Request) -> Unschedulable:
-    """Count, per reason, the nodes that reject `request` (a node may give several)."""
+def explain(state: ClusterState, request: Request, among: np.ndarray | None = None) -> Unschedulable:
+    """Count, per reason, the nodes that reject `request` (a node may give several).
+
+    With `among`, only those nodes are counted (the others were rejected earlier
+    for reasons the caller adds); the total stays the cluster's node count.
+    """
     reasons: Counter[str] = Counter()
     checks = [
         (REASON_CPU, state.cpu_left < request.cpu_milli),
@@ -75,7 +79,7 @@ def explain(state: ClusterState, request: Request) -> Unschedulable:
             (gpu_reason, has_gpu & model_ok & ~gpu_fit_mask(state, request)),
         ]
     for reason, failed in checks:
-        count = int(failed.sum())
+        count = int((failed & among).sum()) if among is not None else int(failed.sum())
         if count:
             reasons[reason] = count
     return Unschedulable(node_count=len(state), reasons=reasons)

@@ -20,6 +20,7 @@ from placement import POLICIES, InvalidRequestError
 from placement.catalogue import UnknownGpuModelError
 from simulator.trace import TraceError
 from tessellate.mig_cli import add_mig_commands, run_mig_command
+from tessellate.scheduler_cli import add_scheduler_command, run_scheduler_command
 
 console = Console(stderr=True, soft_wrap=True)
 PAPER_ORDER = ("random", "dotprod", "clustering", "packing", "bestfit", "fgd")
@@ -128,7 +129,7 @@ def _trace_options(parser: argparse.ArgumentParser, many_pods: bool, tune: bool 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tessellate",
-        description="GPU-aware Kubernetes scheduling: simulate and compare placement policies.",
+        description="GPU-aware Kubernetes scheduling: run the scheduler, simulate and compare policies.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sim = commands.add_parser(
@@ -195,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
     compare.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
     add_mig_commands(commands)
+    add_scheduler_command(commands)
     return parser
 
 
@@ -400,6 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "mig":
         return run_mig_command(args)
+    if args.command == "scheduler":
+        return run_scheduler_command(args)
     handlers = {
         ("sim", "run"): cmd_sim_run,
         ("sim", "timed"): cmd_sim_timed,

@@ -1,0 +1,317 @@
+"""The live scheduler: informers feed the cache and queue; one loop decides; a pool binds.
+
+Only the leader decides and binds. Standbys keep their caches warm so a
+takeover starts from a consistent list, not from nothing. Losing the Lease
+ends the process (as kube-scheduler does), so a replica never binds on a
+stale belief that it leads.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from placement import Unschedulable
+from scheduler.annotations import ASSIGNMENT
+from scheduler.cache import AccountingProblem, ClusterCache, Placed, PodRecord
+from scheduler.config import SchedulerConfig
+from scheduler.informer import Reflector
+from scheduler.kube import ApiError, KubeClient
+from scheduler.leader import LeaderElectionConfig, LeaderElector, default_identity
+from scheduler.metrics import HealthServer, SchedulerMetrics
+from scheduler.podspec import PodRequestError
+from scheduler.queue import QueuedPod, SchedulingQueue
+from scheduler.recorder import Recorder
+
+log = logging.getLogger("tessellate.scheduler")
+
+# kube-scheduler ignores terminal pods in its informer the same way.
+POD_SELECTOR = "status.phase!=Succeeded,status.phase!=Failed"
+TARGET_REFRESH_SECONDS = 30.0
+
+
+class Scheduler:
+    def __init__(self, api: KubeClient, config: SchedulerConfig, identity: str | None = None):
+        self.api = api
+        self.config = config
+        self.identity = identity or default_identity()
+        self.stop = threading.Event()
+        self.leading = threading.Event()
+        self.lost_leadership = False
+        self.metrics = SchedulerMetrics()
+        self.recorder = Recorder(api, config.schedulerName, self.identity)
+        self.cache = ClusterCache(config.policy, on_problem=self._accounting_problem)
+        self.queue = SchedulingQueue(
+            config.podInitialBackoffSeconds, config.podMaxBackoffSeconds, config.unschedulableRetrySeconds
+        )
+        self.binder = ThreadPoolExecutor(config.bindWorkers, thread_name_prefix="bind")
+        self.pods = Reflector(
+            api,
+            "/api/v1/pods",
+            self._replace_pods,
+            self._pod_event,
+            self.stop,
+            {"fieldSelector": POD_SELECTOR},
+        )
+        self.nodes = Reflector(api, "/api/v1/nodes", self._replace_nodes, self._node_event, self.stop)
+        self.elector: LeaderElector | None = None
+        le = config.leaderElection
+        if le.leaderElect:
+            self.elector = LeaderElector(
+                api,
+                LeaderElectionConfig(
+                    namespace=le.resourceNamespace,
+                    name=le.resourceName,
+                    identity=self.identity,
+                    lease_duration=le.leaseDuration,
+                    renew_deadline=le.renewDeadline,
+                    retry_period=le.retryPeriod,
+                ),
+            )
+        self.metrics.watch_queue(self.queue.depth)
+        self.metrics.watch_gpus(self._gpu_usage)
+        self.metrics.cache_rebuilds.set_function(lambda: self.cache.rebuilds)
+        self._heartbeat = time.monotonic()
+        self._loop_thread: threading.Thread | None = None
+        self.http = HealthServer(config.bindAddress, self.metrics.registry, self._healthy, self._ready)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT (0) or until leadership is lost (1)."""
+        self.http.start()
+        log.info(
+            "tessellate scheduler %s: schedulerName=%s policy=%s metrics on %s",
+            self.identity,
+            self.config.schedulerName,
+            self.config.policy,
+            self.config.bindAddress,
+        )
+        self.nodes.start()
+        self.pods.start()
+        while not (self.nodes.synced.is_set() and self.pods.synced.is_set()):
+            if self.stop.wait(0.1):
+                return self._shutdown()
+        log.info("caches synced: %d nodes, %d pods", len(self.cache.nodes), len(self.cache.pods))
+        if self.elector is None:
+            self._start_leading()
+            self.stop.wait()
+        else:
+            self.elector.run(self.stop, self._start_leading, self._stop_leading)
+        return self._shutdown()
+
+    def request_stop(self, *_: Any) -> None:
+        self.stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def _start_leading(self) -> None:
+        log.info("leading: resyncing pods before the first decision")
+        # The previous leader's last binds may not have reached our watch yet.
+        self.pods.resync()
+        self.metrics.leader.set(1)
+        self.leading.set()
+        self._loop_thread = threading.Thread(target=self._loop, name="schedule", daemon=True)
+        self._loop_thread.start()
+
+    def _stop_leading(self) -> None:
+        self.metrics.leader.set(0)
+        was_leading = self.leading.is_set()
+        self.leading.clear()
+        if not self.stop.is_set() and was_leading:
+            self.lost_leadership = True
+            log.error(
+                "lost the lease %s; exiting so that only one replica binds",
+                self.config.leaderElection.resourceName,
+            )
+            self.stop.set()
+        if self._loop_thread is not None:
+            self._loop_thread.join(timeout=5)
+        self.binder.shutdown(wait=True)  # in-flight binds finish before the Lease is released
+
+    def _shutdown(self) -> int:
+        self.stop.set()
+        self.leading.clear()
+        self.queue.close()
+        self.binder.shutdown(wait=True)
+        self.recorder.close(wait=True)
+        self.http.stop()
+        log.info("stopped")
+        return 1 if self.lost_leadership else 0
+
+    # -- health ----------------------------------------------------------------------
+
+    def _healthy(self) -> tuple[bool, str]:
+        if not (self.nodes.is_alive() and self.pods.is_alive()):
+            return False, "an informer thread died"
+        if self.leading.is_set() and time.monotonic() - self._heartbeat > 30:
+            return False, "the scheduling loop is stuck"
+        return True, "ok"
+
+    def _ready(self) -> tuple[bool, str]:
+        if self.nodes.synced.is_set() and self.pods.synced.is_set():
+            return True, "ok" + (" (leader)" if self.leading.is_set() else " (standby)")
+        return False, "caches not synced yet"
+
+    def _gpu_usage(self) -> dict[str, tuple[int, int, float, float]]:
+        with self.cache.lock:
+            return self.cache.gpu_usage_by_model()
+
+    # -- informer handlers ---------------------------------------------------------------
+
+    def _ours(self, rec: PodRecord) -> bool:
+        return rec.scheduler_name == self.config.schedulerName and not rec.node_name
+
+    def _replace_pods(self, items: list[dict[str, Any]]) -> None:
+        with self.cache.lock:
+            pending = self.cache.replace_pods(items)
+            known = set(self.cache.pods)
+        for uid in self.queue.uids():
+            if uid not in known:
+                self.queue.remove(uid)
+        for rec in pending:
+            if self._ours(rec) and not rec.deleting and not rec.gated and rec.uid not in self.queue:
+                self.queue.add(rec.uid, rec.key, rec.priority)
+        self.queue.move_all_to_active()
+
+    def _pod_event(self, kind: str, obj: dict[str, Any]) -> None:
+        uid = (obj.get("metadata") or {}).get("uid", "")
+        with self.cache.lock:
+            old = self.cache.pods.get(uid)
+            if kind == "DELETED":
+                rec, freed = None, self.cache.delete_pod(uid)
+            else:
+                rec, freed = self.cache.upsert_pod(obj)
+        if rec is None or rec.node_name or rec.deleting:
+            self.queue.remove(uid)
+        elif self._ours(rec) and not rec.gated:
+            spec_changed = old is None or old.obj.get("spec") != rec.obj.get("spec")
+            if spec_changed or uid not in self.queue:
+                self.queue.add(uid, rec.key, rec.priority)
+        if freed:
+            self.queue.move_all_to_active()
+
+    def _replace_nodes(self, items: list[dict[str, Any]]) -> None:
+        with self.cache.lock:
+            self.cache.replace_nodes(items)
+        self.queue.move_all_to_active()
+
+    def _node_event(self, kind: str, obj: dict[str, Any]) -> None:
+        with self.cache.lock:
+            if kind == "DELETED":
+                changed = self.cache.delete_node(obj["metadata"]["name"])
+            else:
+                changed = self.cache.upsert_node(obj)
+        if changed and kind != "DELETED":
+            self.queue.move_all_to_active()
+
+    def _accounting_problem(self, problem: AccountingProblem, rec: PodRecord) -> None:
+        self.recorder.event(rec.obj, "Warning", "InvalidAssignment", "Accounting", problem.message)
+
+    # -- the scheduling loop -------------------------------------------------------------
+
+    def _loop(self) -> None:
+        last_target = time.monotonic()
+        while self.leading.is_set() and not self.stop.is_set():
+            self._heartbeat = time.monotonic()
+            if self._heartbeat - last_target > TARGET_REFRESH_SECONDS:
+                last_target = self._heartbeat
+                with self.cache.lock:
+                    if self.cache.refresh_target():
+                        log.info("FGD target workload updated: %d task types", len(self.cache.target.types))
+            queued = self.queue.pop(timeout=1.0)
+            if queued is None:
+                continue
+            try:
+                self.schedule_one(queued)
+            except Exception:
+                log.exception("scheduling %s failed unexpectedly", queued.key)
+                self.metrics.attempts.labels("error").inc()
+                self.queue.retry(queued.uid)
+
+    def schedule_one(self, queued: QueuedPod) -> None:
+        with self.cache.lock:
+            rec = self.cache.pods.get(queued.uid)
+            if rec is None or rec.node_name or rec.deleting or rec.uid in self.cache.assumed:
+                self.queue.done(queued.uid)
+                return
+            problem = rec.problem
+            started = time.perf_counter()
+            if problem is None:
+                try:
+                    result = self.cache.decide(rec)
+                except PodRequestError as exc:
+                    problem = str(exc)
+            elapsed = time.perf_counter() - started
+        self.metrics.algorithm.observe(elapsed)
+        if problem is not None:
+            self._fail(rec, queued, problem, invalid=True)
+        elif isinstance(result, Unschedulable):
+            self._fail(rec, queued, result.message)
+        else:
+            self.binder.submit(self._bind, result, rec, queued)
+
+    def _fail(self, rec: PodRecord, queued: QueuedPod, message: str, invalid: bool = False) -> None:
+        self.metrics.attempts.labels("unschedulable").inc()
+        level = logging.WARNING if invalid else logging.INFO
+        log.log(level, "pod %s unschedulable: %s", rec.key, message)
+        self.queue.unschedulable(queued.uid, invalid=invalid)
+        self.recorder.unschedulable(rec.obj, message)
+        self.recorder.event(rec.obj, "Warning", "FailedScheduling", "Scheduling", message)
+
+    def _bind(self, placed: Placed, rec: PodRecord, queued: QueuedPod) -> None:
+        namespace, name = rec.key.split("/", 1)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "uid": rec.uid,
+                "annotations": {ASSIGNMENT: placed.annotation.encode()},
+            },
+            "target": {"apiVersion": "v1", "kind": "Node", "name": placed.node},
+        }
+        started = time.perf_counter()
+        try:
+            if self.elector is not None and not self.elector.is_leader:
+                raise _NotLeader()
+            self.api.post(f"/api/v1/namespaces/{namespace}/pods/{name}/binding", body)
+        except Exception as exc:
+            self._bind_failed(placed, rec, queued, exc)
+            return
+        self.metrics.bind.observe(time.perf_counter() - started)
+        self.metrics.e2e.observe(time.monotonic() - queued.first_seen)
+        self.metrics.attempts.labels("scheduled").inc()
+        self.queue.done(queued.uid)
+        log.debug("bound %s to %s %s", rec.key, placed.node, placed.annotation.encode())
+        self.recorder.event(
+            rec.obj, "Normal", "Scheduled", "Binding", f"Successfully assigned {rec.key} to {placed.node}"
+        )
+
+    def _bind_failed(self, placed: Placed, rec: PodRecord, queued: QueuedPod, exc: Exception) -> None:
+        with self.cache.lock:
+            self.cache.forget(placed.uid)
+        self.queue.move_all_to_active()  # the forgotten share may fit someone else
+        self.metrics.attempts.labels("error").inc()
+        if isinstance(exc, _NotLeader):
+            log.warning("not binding %s: this replica no longer leads", rec.key)
+            return
+        if isinstance(exc, ApiError) and exc.status in (404, 409):
+            # Gone, already bound or being deleted: the watch brings the truth; never retry blindly.
+            log.info("bind of %s not applied (%s); waiting for the pod's next update", rec.key, exc.message)
+            self.queue.remove(queued.uid)
+            return
+        log.warning("bind of %s to %s failed: %s; retrying after backoff", rec.key, placed.node, exc)
+        self.recorder.event(rec.obj, "Warning", "FailedScheduling", "Binding", f"Binding rejected: {exc}")
+        self.queue.retry(queued.uid)
+
+
+class _NotLeader(Exception):
+    pass

@@ -1,0 +1,461 @@
+"""The scheduler's view of the cluster: every node and every bound pod, counted.
+
+Every bound pod is charged to its node, including pods of other schedulers:
+GPUs from our assignment annotation when it has one, otherwise the GPUs the
+device plugin would most likely give (first free; tightest for a fraction).
+A decision is *assumed* (charged at once) before its bind is sent and
+*forgotten* if the bind fails, so no GPU share is ever offered twice. The
+placement core's state is rebuilt from these records whenever the node set
+changes, and on start, which is how a restarted scheduler finds its own past
+decisions again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from placement import (
+    MILLI_PER_GPU,
+    Assignment,
+    ClusterState,
+    Decision,
+    NodeSpec,
+    NumpyInts,
+    OverCommitError,
+    Placer,
+    PolicyContext,
+    Request,
+    TargetWorkload,
+    Unschedulable,
+    create_policy,
+)
+from placement.devices import first_free, tightest_fit
+from placement.fragmentation import Fragmentation, FragmentationTracker
+from scheduler.annotations import ASSIGNMENT, AssignmentError, GpuAssignment, GpuShare, decode
+from scheduler.constraints import ConstraintError, EligibilityCache, PodConstraints
+from scheduler.nodes import NodeInfo, node_info
+from scheduler.podspec import PodRequest, PodRequestError, pod_request
+
+log = logging.getLogger("tessellate.cache")
+
+REASON_OVERCOMMITTED = "node(s) over-committed by pods bound elsewhere"
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+# When no pod has been seen yet, FGD expects this mix (whole GPUs, a half, CPU only).
+_DEFAULT_TARGET = (
+    Request(cpu_milli=4000, memory_mib=16384, gpu_count=1, gpu_milli=MILLI_PER_GPU),
+    Request(cpu_milli=8000, memory_mib=32768, gpu_count=2, gpu_milli=MILLI_PER_GPU),
+    Request(cpu_milli=16000, memory_mib=65536, gpu_count=4, gpu_milli=MILLI_PER_GPU),
+    Request(cpu_milli=32000, memory_mib=131072, gpu_count=8, gpu_milli=MILLI_PER_GPU),
+    Request(cpu_milli=2000, memory_mib=8192, gpu_count=1, gpu_milli=500),
+    Request(cpu_milli=1000, memory_mib=4096),
+)
+
+
+def pod_key(pod: dict[str, Any]) -> str:
+    meta = pod.get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+@dataclass
+class PodRecord:
+    """One non-terminal pod, parsed once per change."""
+
+    uid: str
+    key: str
+    scheduler_name: str
+    node_name: str
+    priority: int
+    request: PodRequest | None
+    request_error: str | None
+    constraints: PodConstraints | None
+    constraint_error: str | None
+    assignment: GpuAssignment | None
+    assignment_error: str | None
+    deleting: bool
+    gated: bool
+    resource_version: str
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    obj: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def problem(self) -> str | None:
+        """Why this pod can never be scheduled as written (None: it can be tried)."""
+        return self.request_error or self.constraint_error
+
+    @classmethod
+    def parse(cls, pod: dict[str, Any]) -> PodRecord:
+        meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+        request = request_error = constraints = constraint_error = None
+        try:
+            request = pod_request(pod)
+        except PodRequestError as exc:
+            request_error = f"invalid resource request: {exc}"
+        try:
+            constraints = PodConstraints(spec)
+        except (TypeError, AttributeError) as exc:
+            constraint_error = f"invalid node affinity or tolerations: {exc}"
+        assignment = assignment_error = None
+        raw = (meta.get("annotations") or {}).get(ASSIGNMENT)
+        if raw is not None:
+            try:
+                assignment = decode(raw)
+            except AssignmentError as exc:
+                assignment_error = f"annotation {ASSIGNMENT} does not parse: {exc}"
+        return cls(
+            uid=meta.get("uid", ""),
+            key=pod_key(pod),
+            scheduler_name=spec.get("schedulerName") or "default-scheduler",
+            node_name=spec.get("nodeName") or "",
+            priority=int(spec.get("priority") or 0),
+            request=request,
+            request_error=request_error,
+            constraints=constraints,
+            constraint_error=constraint_error,
+            assignment=assignment,
+            assignment_error=assignment_error,
+            deleting=bool(meta.get("deletionTimestamp")),
+            gated=bool(spec.get("schedulingGates")),
+            resource_version=meta.get("resourceVersion", ""),
+            conditions=list((pod.get("status") or {}).get("conditions") or []),
+            obj=pod,
+        )
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A decision that is assumed in the cache and ready to bind."""
+
+    uid: str
+    key: str
+    node: str
+    assignment: Assignment
+    annotation: GpuAssignment
+
+
+@dataclass
+class AccountingProblem:
+    """A bound pod the cache could not charge as its annotation says (for an event)."""
+
+    key: str
+    uid: str
+    message: str
+
+
+class ClusterCache:
+    """Nodes, pods and the placement state; every method expects `lock` held."""
+
+    def __init__(
+        self,
+        policy: str,
+        on_problem: Callable[[AccountingProblem, PodRecord], None] | None = None,
+        seed: int | None = None,
+    ):
+        self.lock = threading.RLock()
+        self.policy_name = policy
+        self.rng = NumpyInts(seed)
+        self.nodes: dict[str, NodeInfo] = {}
+        self.pods: dict[str, PodRecord] = {}
+        self.assumed: dict[str, Placed] = {}
+        self.state: ClusterState | None = None
+        self.placer: Placer | None = None
+        self.target: TargetWorkload | None = None
+        self.eligibility = EligibilityCache()
+        self.overcommitted = np.zeros(0, dtype=bool)
+        self.ext_alloc: dict[str, np.ndarray] = {}
+        self.ext_used: dict[str, np.ndarray] = {}
+        self._charged_ext: dict[str, tuple[int, dict[str, int]]] = {}
+        self._dirty = True
+        self._reported: set[tuple[str, str]] = set()
+        self.on_problem = on_problem
+        self.rebuilds = 0
+        self._fragmentation: FragmentationTracker | None = None
+
+    # -- nodes ---------------------------------------------------------------------
+
+    def upsert_node(self, node: dict[str, Any]) -> bool:
+        """Record a node; True when scheduling-relevant facts changed."""
+        info = node_info(node)
+        if info.problem:
+            log.warning("node %s: %s", info.name, info.problem)
+        if self.nodes.get(info.name) == info:
+            return False
+        self.nodes[info.name] = info
+        self._dirty = True
+        return True
+
+    def delete_node(self, name: str) -> bool:
+        if self.nodes.pop(name, None) is None:
+            return False
+        self._dirty = True
+        return True
+
+    def replace_nodes(self, nodes: Iterable[dict[str, Any]]) -> None:
+        infos = {i.name: i for i in map(node_info, nodes)}
+        if infos != self.nodes:
+            self.nodes = infos
+            self._dirty = True
+
+    # -- pods ----------------------------------------------------------------------
+
+    def upsert_pod(self, pod: dict[str, Any]) -> tuple[PodRecord | None, bool]:
+        """Record a pod; returns (record, freed) where freed says capacity was released."""
+        rec = PodRecord.parse(pod)
+        phase = (pod.get("status") or {}).get("phase")
+        if phase in TERMINAL_PHASES:
+            return None, self.delete_pod(rec.uid)
+        old = self.pods.get(rec.uid)
+        self.pods[rec.uid] = rec
+        freed = False
+        if not rec.node_name:
+            return rec, False
+        if rec.uid in self.assumed:
+            placed = self.assumed.pop(rec.uid)
+            same = placed.node == rec.node_name and (
+                rec.assignment is not None and rec.assignment.indices == placed.annotation.indices
+            )
+            if same:
+                return rec, False  # our bind landed: the charge stands
+            self._uncharge(rec.uid)
+            freed = True
+        elif old is not None and old.node_name == rec.node_name and rec.uid in self._charged_ext:
+            return rec, False  # already charged (a later update of a bound pod)
+        if not self._dirty:
+            self._charge(rec)
+        return rec, freed
+
+    def delete_pod(self, uid: str) -> bool:
+        rec = self.pods.pop(uid, None)
+        self.assumed.pop(uid, None)
+        freed = self._uncharge(uid)
+        if rec is not None and rec.node_name and any(self.overcommitted):
+            self._dirty = True  # maybe the over-committed node is fine again
+        return freed
+
+    def replace_pods(self, pods: Iterable[dict[str, Any]]) -> list[PodRecord]:
+        """A relist: forget pods that vanished, record the rest; returns pending records."""
+        seen: set[str] = set()
+        pending: list[PodRecord] = []
+        for pod in pods:
+            rec, _ = self.upsert_pod(pod)
+            if rec is not None:
+                seen.add(rec.uid)
+                if not rec.node_name:
+                    pending.append(rec)
+        for uid in list(self.pods):
+            if uid not in seen:
+                self.delete_pod(uid)
+        return pending
+
+    # -- the placement state -------------------------------------------------------
+
+    def ensure_built(self) -> bool:
+        """Rebuild the placement state if the node set changed; False if there are no nodes."""
+        if not self._dirty and self.state is not None:
+            return True
+        self._dirty = False
+        self.rebuilds += 1
+        self._charged_ext.clear()
+        infos = [self.nodes[n] for n in sorted(self.nodes)]
+        if not infos:
+            self.state = self.placer = None
+            self.eligibility.reset(())
+            return False
+        self.state = ClusterState([i.spec for i in infos])
+        self.eligibility.reset(infos)
+        self.overcommitted = np.zeros(len(infos), dtype=bool)
+        names = sorted({r for i in infos for r in i.extended})
+        self.ext_alloc = {r: np.array([i.extended.get(r, 0) for i in infos], dtype=np.int64) for r in names}
+        self.ext_used = {r: np.zeros(len(infos), dtype=np.int64) for r in names}
+        self.target = self._target_workload()
+        self.placer = self._new_placer()
+        self._fragmentation = None
+        for rec in self.pods.values():
+            if rec.node_name and rec.uid not in self.assumed:
+                self._charge(rec)
+        for placed in list(self.assumed.values()):
+            rec = self.pods.get(placed.uid)
+            if placed.node not in self.state.index or rec is None:
+                self.assumed.pop(placed.uid)
+                continue
+            index = self.state.index[placed.node]
+            moved = Assignment(
+                placed.uid, index, placed.node, placed.assignment.request, placed.assignment.gpus
+            )
+            try:
+                self.state.allocate(moved)
+                self._charge_ext(placed.uid, index, rec.request.extended if rec.request else {})
+            except OverCommitError as exc:
+                log.error("in-flight decision for %s no longer fits after a node change: %s", placed.key, exc)
+        return True
+
+    def refresh_target(self) -> bool:
+        """Re-derive FGD's expected workload from the pods seen now; True if it changed."""
+        if self.state is None:
+            return False
+        target = self._target_workload()
+        if target == self.target:
+            return False
+        self.target = target
+        self.placer = self._new_placer()
+        self._fragmentation = None
+        return True
+
+    def _target_workload(self) -> TargetWorkload:
+        requests = [r.request.request for r in self.pods.values() if r.request is not None]
+        return TargetWorkload.from_requests(requests or _DEFAULT_TARGET)
+
+    def _new_placer(self) -> Placer:
+        assert self.state is not None
+        policy = create_policy(self.policy_name, PolicyContext(rng=self.rng, target=self.target))
+        return Placer(self.state, policy)
+
+    # -- charging bound pods ---------------------------------------------------------
+
+    def _charge(self, rec: PodRecord) -> None:
+        state = self.state
+        if state is None or rec.uid in state.live or rec.node_name not in state.index:
+            return  # unknown node: charged when the node shows up (a rebuild)
+        if rec.request is None:
+            self._report(rec, f"bound pod's resources cannot be read ({rec.request_error}); not counted")
+            return
+        node = state.index[rec.node_name]
+        request = rec.request.request
+        gpus = self._gpus_of(rec, node)
+        try:
+            state.allocate(Assignment(rec.uid, node, rec.node_name, request, gpus))
+        except OverCommitError as exc:
+            self.overcommitted[node] = True
+            self._report(rec, f"cannot be counted on {rec.node_name} ({exc}); the node takes no new pods")
+            return
+        self._charge_ext(rec.uid, node, rec.request.extended)
+
+    def _gpus_of(self, rec: PodRecord, node: int) -> tuple[int, ...]:
+        """GPUs from the annotation when it fits the request, else the likely device-plugin choice."""
+        request, state = rec.request.request, self.state
+        assert state is not None
+        if not request.gpu_count:
+            return ()
+        if rec.assignment_error:
+            self._report(rec, f"{rec.assignment_error}; counting the GPUs the device plugin would pick")
+        elif rec.assignment is not None:
+            shares = rec.assignment.gpus
+            if len(shares) == request.gpu_count and all(s.milli == request.gpu_milli for s in shares):
+                return rec.assignment.indices
+            self._report(
+                rec,
+                f"annotation {ASSIGNMENT} lists {len(shares)} GPU(s) at "
+                f"{sorted({s.milli for s in shares})} milli but the pod asks for {request.describe()}; "
+                "counting the GPUs the device plugin would pick",
+            )
+        if request.is_fraction:
+            return (tightest_fit(state, node, request.gpu_milli),)  # allocate refuses it if none fits
+        return first_free(state, node, request.gpu_count)
+
+    def _charge_ext(self, uid: str, node: int, extended: dict[str, int]) -> None:
+        for name, amount in extended.items():
+            if name in self.ext_used:
+                self.ext_used[name][node] += amount
+        self._charged_ext[uid] = (node, dict(extended))
+
+    def _uncharge(self, uid: str) -> bool:
+        state = self.state
+        charged = self._charged_ext.pop(uid, None)
+        if charged is not None:
+            node, extended = charged
+            for name, amount in extended.items():
+                if name in self.ext_used:
+                    self.ext_used[name][node] -= amount
+        if state is not None and uid in state.live:
+            state.release(uid)
+            return True
+        return charged is not None
+
+    def _report(self, rec: PodRecord, message: str) -> None:
+        log.warning("pod %s: %s", rec.key, message)
+        if (rec.uid, message) not in self._reported:
+            self._reported.add((rec.uid, message))
+            if self.on_problem is not None:
+                self.on_problem(AccountingProblem(rec.key, rec.uid, message), rec)
+
+    # -- deciding ----------------------------------------------------------------------
+
+    def decide(self, rec: PodRecord) -> Placed | Unschedulable:
+        """Run one scheduling cycle for a pending pod and assume the result."""
+        if not self.ensure_built():
+            return Unschedulable(node_count=0)
+        assert self.state is not None and self.placer is not None and rec.request is not None
+        assert rec.constraints is not None
+        state = self.state
+        try:
+            eligibility = self.eligibility.of(rec.constraints)
+        except ConstraintError as exc:
+            raise PodRequestError(f"invalid node affinity: {exc}") from None
+        mask = eligibility.mask & ~self.overcommitted
+        reasons: Counter[str] = Counter(eligibility.reasons)
+        over = int((eligibility.mask & self.overcommitted).sum())
+        if over:
+            reasons[REASON_OVERCOMMITTED] += over
+        for name, amount in rec.request.extended.items():
+            if amount <= 0:
+                continue
+            alloc = self.ext_alloc.get(name)
+            fits = (
+                np.zeros(len(state), dtype=bool) if alloc is None else alloc - self.ext_used[name] >= amount
+            )
+            short = int((mask & ~fits).sum())
+            if short:
+                reasons[f"Insufficient {name}"] += short
+            mask = mask & fits
+        decision: Decision = self.placer.place(rec.uid, rec.request.request, mask)
+        if isinstance(decision, Unschedulable):
+            return Unschedulable(node_count=len(state), reasons=reasons + decision.reasons)
+        state.allocate(decision)
+        self._charge_ext(rec.uid, decision.node, rec.request.extended)
+        info = self.nodes[decision.node_name]
+        memory = rec.request.gpu_memory_mib or None
+        annotation = GpuAssignment(
+            tuple(
+                GpuShare(index=g, milli=decision.gpu_milli, uuid=info.uuid_of(g), memory_mib=memory)
+                for g in decision.gpus
+            )
+        )
+        placed = Placed(rec.uid, rec.key, decision.node_name, decision, annotation)
+        self.assumed[rec.uid] = placed
+        return placed
+
+    def forget(self, uid: str) -> None:
+        """Undo an assumed decision whose bind failed."""
+        if self.assumed.pop(uid, None) is not None:
+            self._uncharge(uid)
+
+    # -- observations --------------------------------------------------------------------
+
+    def gpu_usage_by_model(self) -> dict[str, tuple[int, int, float, float]]:
+        """Per GPU model: (total milli, allocated milli, FGD fragment milli, fragmentation ratio)."""
+        state = self.state
+        if state is None:
+            return {}
+        if self._fragmentation is None and self.target is not None:
+            self._fragmentation = FragmentationTracker(Fragmentation(self.target, state), state)
+        tracker = self._fragmentation
+        if tracker is not None:
+            tracker.refresh()
+        out: dict[str, tuple[int, int, float, float]] = {}
+        for m, model in enumerate(state.gpu_models):
+            nodes = state.model_id == m
+            total = int(state.gpu_count[nodes].sum()) * MILLI_PER_GPU
+            free = int(state.gpu_total_left[nodes].sum())
+            frag = float(tracker.frag[nodes].sum()) if tracker is not None else 0.0
+            out[model] = (total, total - free, frag, frag / free if free else 0.0)
+        return out
+
+    def node_specs(self) -> list[NodeSpec]:
+        return [self.nodes[n].spec for n in sorted(self.nodes)]

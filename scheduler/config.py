@@ -1,0 +1,152 @@
+"""The scheduler's configuration file (YAML), with kube-scheduler's defaults.
+
+Every setting has a default, so `tessellate scheduler --kubeconfig K` alone
+works; a config file only names what differs. Unknown keys are an error (a
+typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from placement.policies import POLICIES
+
+
+class ConfigError(ValueError):
+    """The config file is unreadable or names a setting or value we do not know."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any, where: str) -> float:
+    """`15s`, `1.5s`, `500ms`, `2m` or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a duration like 15s, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ConfigError(f"{where}: expected a duration like 15s or 500ms, got {value!r}")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ConfigError(f"{where}: must be positive, got {value!r}")
+    return seconds
+
+
+@dataclass
+class LeaderElection:
+    """kube-scheduler's defaults (15s/10s/2s); the Lease lives in our namespace."""
+
+    leaderElect: bool = True
+    leaseDuration: float = 15.0
+    renewDeadline: float = 10.0
+    retryPeriod: float = 2.0
+    resourceNamespace: str = "tessellate-system"
+    resourceName: str = "tessellate-scheduler"
+
+
+@dataclass
+class ClientConnection:
+    """Client-side rate limit. Higher than kube-scheduler's 50/100 because one bind
+    is one request and the throughput target is 100+ pods/s."""
+
+    qps: float = 500.0
+    burst: int = 1000
+
+
+@dataclass
+class SchedulerConfig:
+    schedulerName: str = "tessellate"
+    policy: str = "fgd"
+    bindAddress: str = "0.0.0.0:10259"
+    podInitialBackoffSeconds: float = 1.0
+    podMaxBackoffSeconds: float = 10.0
+    unschedulableRetrySeconds: float = 60.0
+    bindWorkers: int = 16
+    leaderElection: LeaderElection = field(default_factory=LeaderElection)
+    clientConnection: ClientConnection = field(default_factory=ClientConnection)
+
+    def validate(self) -> SchedulerConfig:
+        if self.policy not in POLICIES:
+            raise ConfigError(f"policy: unknown policy {self.policy!r}; known: {', '.join(sorted(POLICIES))}")
+        if not self.schedulerName:
+            raise ConfigError("schedulerName: must not be empty")
+        le = self.leaderElection
+        if not le.leaseDuration > le.renewDeadline > le.retryPeriod:
+            raise ConfigError(
+                "leaderElection: need leaseDuration > renewDeadline > retryPeriod, got "
+                f"{le.leaseDuration}s, {le.renewDeadline}s, {le.retryPeriod}s"
+            )
+        if self.bindWorkers < 1:
+            raise ConfigError("bindWorkers: must be at least 1")
+        if self.podMaxBackoffSeconds < self.podInitialBackoffSeconds:
+            raise ConfigError("podMaxBackoffSeconds must be >= podInitialBackoffSeconds")
+        host, _, port = self.bindAddress.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"bindAddress: expected HOST:PORT, got {self.bindAddress!r}")
+        return self
+
+
+_DURATION_FIELDS = {
+    "leaseDuration",
+    "renewDeadline",
+    "retryPeriod",
+    "podInitialBackoffSeconds",
+    "podMaxBackoffSeconds",
+    "unschedulableRetrySeconds",
+}
+
+
+def _fill(cls: type, data: Any, where: str) -> Any:
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, raw in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in known:
+            raise ConfigError(f"{path}: unknown setting; known here: {', '.join(known)}")
+        default = known[key].default_factory() if callable(known[key].default_factory) else known[key].default
+        if is_dataclass(default):
+            values[key] = _fill(type(default), raw, path)
+        elif key in _DURATION_FIELDS:
+            values[key] = parse_duration(raw, path)
+        elif isinstance(default, bool):
+            if not isinstance(raw, bool):
+                raise ConfigError(f"{path}: expected true or false, got {raw!r}")
+            values[key] = raw
+        elif isinstance(default, int | float):
+            if isinstance(raw, bool) or not isinstance(raw, int | float):
+                raise ConfigError(f"{path}: expected a number, got {raw!r}")
+            values[key] = type(default)(raw)
+        else:
+            values[key] = str(raw)
+    return cls(**values)
+
+
+def load_config(path: str | Path | None) -> SchedulerConfig:
+    """Read a YAML config (None: all defaults) and validate it."""
+    if path is None:
+        return SchedulerConfig().validate()
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return _fill(SchedulerConfig, data or {}, "").validate()
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

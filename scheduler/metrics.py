@@ -1,0 +1,160 @@
+"""Prometheus metrics and the /metrics, /healthz, /readyz endpoints.
+
+Names follow kube-scheduler's where there is one (attempts by result, e2e and
+algorithm latency, pending pods by queue) with a `tessellate_` prefix; the GPU
+gauges (allocation ratio and FGD fragmentation per GPU model) are computed
+from the cache at scrape time, so they are never stale.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+log = logging.getLogger("tessellate.metrics")
+
+DECISION_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005,
+    0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0,
+)  # fmt: skip
+E2E_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class GpuCollector(Collector):
+    """Cluster GPU gauges per model, read from the cache when Prometheus scrapes."""
+
+    def __init__(self, usage: Callable[[], dict[str, tuple[int, int, float, float]]]):
+        self.usage = usage
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        ratio = GaugeMetricFamily(
+            "tessellate_gpu_allocation_ratio", "Allocated share of GPU capacity (0..1)", labels=["model"]
+        )
+        capacity = GaugeMetricFamily(
+            "tessellate_gpu_capacity_milli", "GPU capacity in milli-GPU", labels=["model"]
+        )
+        frag = GaugeMetricFamily(
+            "tessellate_gpu_fragmentation_milli",
+            "FGD fragmentation: idle milli-GPU the expected workload cannot use",
+            labels=["model"],
+        )
+        frag_ratio = GaugeMetricFamily(
+            "tessellate_gpu_fragmentation_ratio",
+            "FGD fragmentation as a share of idle GPU capacity (0..1)",
+            labels=["model"],
+        )
+        try:
+            usage = self.usage()
+        except Exception:  # a scrape must never take the scheduler down
+            log.exception("computing GPU gauges failed")
+            usage = {}
+        for model, (total, allocated, fragment, fragment_ratio) in sorted(usage.items()):
+            ratio.add_metric([model], allocated / total if total else 0.0)
+            capacity.add_metric([model], total)
+            frag.add_metric([model], fragment)
+            frag_ratio.add_metric([model], fragment_ratio)
+        yield from (ratio, capacity, frag, frag_ratio)
+
+
+class SchedulerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.attempts = Counter(
+            "tessellate_schedule_attempts", "Scheduling attempts by result", ["result"], registry=r
+        )
+        self.algorithm = Histogram(
+            "tessellate_scheduling_algorithm_duration_seconds",
+            "Per-pod decision latency: filter, score and device choice",
+            buckets=DECISION_BUCKETS,
+            registry=r,
+        )
+        self.e2e = Histogram(
+            "tessellate_e2e_scheduling_duration_seconds",
+            "From a pod entering the queue to its bind completing",
+            buckets=E2E_BUCKETS,
+            registry=r,
+        )
+        self.bind = Histogram(
+            "tessellate_binding_duration_seconds", "Binding request latency", buckets=E2E_BUCKETS, registry=r
+        )
+        self.pending = Gauge("tessellate_pending_pods", "Pods waiting, by queue", ["queue"], registry=r)
+        self.leader = Gauge("tessellate_leader", "1 while this replica is the leader", registry=r)
+        self.cache_rebuilds = Gauge(
+            "tessellate_cache_rebuilds",
+            "Rebuilds of the placement state (node changes) since start",
+            registry=r,
+        )
+        for result in ("scheduled", "unschedulable", "error"):
+            self.attempts.labels(result)
+
+    def watch_gpus(self, usage: Callable[[], dict[str, tuple[int, int, float, float]]]) -> None:
+        self.registry.register(GpuCollector(usage))
+
+    def watch_queue(self, depth: Callable[[], dict[str, int]]) -> None:
+        for name in ("active", "backoff", "unschedulable"):
+            self.pending.labels(name).set_function(lambda name=name: depth().get(name, 0))
+
+
+class HealthServer:
+    """Plain-HTTP /metrics, /healthz (the loop is alive) and /readyz (caches synced)."""
+
+    def __init__(
+        self,
+        address: str,
+        registry: CollectorRegistry,
+        healthy: Callable[[], tuple[bool, str]],
+        ready: Callable[[], tuple[bool, str]],
+    ):
+        host, _, port = address.rpartition(":")
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                elif path in ("/healthz", "/livez"):
+                    self._probe(outer.healthy())
+                elif path == "/readyz":
+                    self._probe(outer.ready())
+                else:
+                    self._send(404, b"not found: try /metrics, /healthz or /readyz\n")
+
+            def _probe(self, result: tuple[bool, str]) -> None:
+                ok, why = result
+                self._send(200 if ok else 503, (why or ("ok" if ok else "not ok")).encode() + b"\n")
+
+            def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                log.debug("%s " + format, self.address_string(), *args)
+
+        self.healthy = healthy
+        self.ready = ready
+        self.server = ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), Handler)
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

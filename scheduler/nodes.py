@@ -1,0 +1,107 @@
+"""What the scheduler knows of a Node: capacity for the placement core, plus
+labels, taints and extended resources for the Kubernetes-only filters.
+
+Inventory comes from what a cluster already has: allocatable `nvidia.com/gpu`,
+gpu-feature-discovery's `nvidia.com/gpu.product` label and, when the node agent
+runs, the `tessellate.dev/gpu-topology` annotation (GPU UUIDs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from placement import NodeSpec
+from placement.catalogue import GPU_MODELS
+from placement.mig import MigError, geometry
+from scheduler.podspec import GPU, QuantityError, count, cpu_milli, memory_mib, node_extended
+
+PRODUCT_LABEL = "nvidia.com/gpu.product"
+TOPOLOGY = "tessellate.dev/gpu-topology"
+log = logging.getLogger("tessellate.nodes")
+
+
+def gpu_model_name(product: str) -> str:
+    """The catalogue name for a gpu.product label when we know it, else the label itself."""
+    if product in GPU_MODELS:
+        return product
+    try:
+        return geometry(product).model
+    except MigError:
+        return product
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One node, reduced to what scheduling reads; `signature` changes iff that does."""
+
+    spec: NodeSpec
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: tuple[dict[str, Any], ...] = ()
+    unschedulable: bool = False
+    extended: dict[str, int] = field(default_factory=dict)
+    gpu_uuids: tuple[str | None, ...] = ()
+    problem: str | None = None
+    """Why the node's inventory could not be read fully (an odd quantity or annotation)."""
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def capacity_key(self) -> tuple:
+        """What the placement core's arrays depend on (a change forces a state rebuild)."""
+        return (self.spec, self.gpu_uuids)
+
+    def uuid_of(self, index: int) -> str | None:
+        return self.gpu_uuids[index] if index < len(self.gpu_uuids) else None
+
+
+def _uuids(
+    annotations: dict[str, str], gpu_count: int, name: str
+) -> tuple[tuple[str | None, ...], str | None]:
+    raw = annotations.get(TOPOLOGY)
+    if not raw:
+        return (), None
+    try:
+        data = json.loads(raw)
+        by_index = {int(g["index"]): str(g["uuid"]) for g in data["gpus"] if g.get("uuid")}
+    except (ValueError, KeyError, TypeError) as exc:
+        return (), f"annotation {TOPOLOGY} does not parse ({exc}); GPU UUIDs unknown"
+    return tuple(by_index.get(i) for i in range(gpu_count)), None
+
+
+def node_info(node: dict[str, Any]) -> NodeInfo:
+    """Read a Node object; quantities that do not parse make the node hold nothing."""
+    meta = node.get("metadata") or {}
+    spec = node.get("spec") or {}
+    status = node.get("status") or {}
+    name = meta["name"]
+    labels = dict(meta.get("labels") or {})
+    allocatable = status.get("allocatable") or {}
+    problem = None
+    try:
+        cpu = cpu_milli(allocatable.get("cpu", 0))
+        mem = memory_mib(allocatable.get("memory", 0))
+        pods = count(allocatable.get("pods", 110))
+        gpus = count(allocatable.get(GPU, 0))
+    except QuantityError as exc:
+        problem = f"allocatable does not parse ({exc}); the node is treated as full"
+        cpu = mem = pods = gpus = 0
+    model = gpu_model_name(labels.get(PRODUCT_LABEL, "")) if gpus else ""
+    if gpus and not model:
+        model = "unknown"  # GPUs without gpu-feature-discovery labels: any-model pods may use them
+    uuids, uuid_problem = _uuids(meta.get("annotations") or {}, gpus, name)
+    return NodeInfo(
+        spec=NodeSpec(
+            name=name, cpu_milli=cpu, memory_mib=mem, gpu_count=gpus, gpu_model=model, max_pods=max(pods, 0)
+        ),
+        labels=labels,
+        taints=tuple(spec.get("taints") or ()),
+        unschedulable=bool(spec.get("unschedulable")),
+        extended=node_extended(allocatable),
+        gpu_uuids=uuids,
+        problem=problem or uuid_problem,
+    )
