@@ -85,6 +85,11 @@ class SchedulerConfig:
                 "leaderElection: need leaseDuration > renewDeadline > retryPeriod, got "
                 f"{le.leaseDuration}s, {le.renewDeadline}s, {le.retryPeriod}s"
             )
+        if le.renewDeadline <= 1.2 * le.retryPeriod:
+            raise ConfigError(
+                "leaderElection: renewDeadline must exceed 1.2 x retryPeriod (a jittered retry must fit): "
+                f"{le.renewDeadline}s and {le.retryPeriod}s"
+            )
         if self.bindWorkers < 1:
             raise ConfigError("bindWorkers: must be at least 1")
         if self.podMaxBackoffSeconds < self.podInitialBackoffSeconds:

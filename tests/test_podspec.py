@@ -20,7 +20,14 @@ def pod(*containers: dict, init: tuple[dict, ...] = (), overhead: dict | None = 
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("500m", "0.5"), ("2", "2"), ("1Gi", str(1 << 30)), ("1.5", "1.5"), ("1e3", "1000"), ("100Mi", str(100 << 20))],
+    [
+        ("500m", "0.5"),
+        ("2", "2"),
+        ("1Gi", str(1 << 30)),
+        ("1.5", "1.5"),
+        ("1e3", "1000"),
+        ("100Mi", str(100 << 20)),
+    ],
 )
 def test_quantities_parse_like_kubernetes(text: str, value: str) -> None:
     assert str(parse_quantity(text).normalize()) == str(parse_quantity(value).normalize())
@@ -39,7 +46,9 @@ def test_whole_gpus_from_limits() -> None:
 
 
 def test_fraction_with_memory() -> None:
-    r = pod_request(pod({"limits": {"tessellate.dev/gpu-milli": "250", "tessellate.dev/gpu-memory-mib": "4096"}}))
+    r = pod_request(
+        pod({"limits": {"tessellate.dev/gpu-milli": "250", "tessellate.dev/gpu-memory-mib": "4096"}})
+    )
     assert r.request.is_fraction and r.request.gpu_milli == 250
     assert r.gpu_memory_mib == 4096
 

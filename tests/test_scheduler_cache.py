@@ -18,7 +18,10 @@ _uid = iter(range(10**6))
 def node(name: str, gpus: int = 8, cpu: str = "64", labels: dict | None = None, **spec) -> dict:
     alloc = {"cpu": cpu, "memory": "512Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
     return {
-        "metadata": {"name": name, "labels": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", **(labels or {})}},
+        "metadata": {
+            "name": name,
+            "labels": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", **(labels or {})},
+        },
         "spec": spec,
         "status": {"allocatable": alloc},
     }
@@ -172,8 +175,15 @@ def test_taints_affinity_and_cordon_filter_with_kube_scheduler_reasons() -> None
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {
                 "nodeSelectorTerms": [
-                    {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In",
-                                           "values": ["NVIDIA-A100-SXM4-80GB"]}]}
+                    {
+                        "matchExpressions": [
+                            {
+                                "key": "nvidia.com/gpu.product",
+                                "operator": "In",
+                                "values": ["NVIDIA-A100-SXM4-80GB"],
+                            }
+                        ]
+                    }
                 ]
             }
         }
@@ -187,8 +197,13 @@ def test_taints_affinity_and_cordon_filter_with_kube_scheduler_reasons() -> None
         "affinity/selector, 1 node(s) had untolerated taint {gpu: reserved}, 1 node(s) were unschedulable."
     )
     tolerated = decide(
-        cache, pod("c", gpus(1), tolerations=[{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
-                   nodeSelector={"kubernetes.io/hostname": "x"})
+        cache,
+        pod(
+            "c",
+            gpus(1),
+            tolerations=[{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            nodeSelector={"kubernetes.io/hostname": "x"},
+        ),
     )
     assert isinstance(tolerated, Unschedulable)
     assert tolerated.reasons[REASON_AFFINITY] == 3 and tolerated.reasons[REASON_UNSCHEDULABLE] == 1
@@ -198,8 +213,13 @@ def test_bad_affinity_operator_is_an_invalid_request() -> None:
     from scheduler.podspec import PodRequestError
 
     cache = cache_with(node("n1"))
-    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{"matchExpressions": [{"key": "a", "operator": "Near"}]}]}}}
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "a", "operator": "Near"}]}]
+            }
+        }
+    }
     with pytest.raises(PodRequestError, match="unknown node selector operator 'Near'"):
         decide(cache, pod("a", gpus(1), affinity=affinity))
 

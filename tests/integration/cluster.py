@@ -49,7 +49,7 @@ class ControlPlane:
 
 def start(worker: str) -> ControlPlane:
     base = Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp")
-    state_dir = base / f"tessellate-test-cp-{worker}-{os.getuid()}"
+    state_dir = base / f"tessellate-test-cp-{worker}-{os.getpid()}"
     env = dict(os.environ, TESSELLATE_CP_DIR=str(state_dir))
     subprocess.run([str(CONTROL_PLANE), "down", "--purge"], env=env, capture_output=True, timeout=120)
     up = subprocess.run([str(CONTROL_PLANE), "up"], env=env, text=True, capture_output=True, timeout=3600)
