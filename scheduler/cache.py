@@ -45,6 +45,7 @@ from scheduler.podspec import PodRequest, PodRequestError, pod_request
 
 log = logging.getLogger("tessellate.cache")
 
+MAX_TARGET_TYPES = 64
 REASON_OVERCOMMITTED = "node(s) over-committed by pods bound elsewhere"
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
@@ -309,8 +310,15 @@ class ClusterCache:
         return True
 
     def _target_workload(self) -> TargetWorkload:
+        """Every shape seen (not the paper's 95 %): rare 8-GPU jobs are exactly the pods
+        that need FGD to keep whole nodes free; capped so scoring stays cheap."""
         requests = [r.request.request for r in self.pods.values() if r.request is not None]
-        return TargetWorkload.from_requests(requests or _DEFAULT_TARGET)
+        target = TargetWorkload.from_requests(requests or _DEFAULT_TARGET, coverage=1.0)
+        if len(target.types) > MAX_TARGET_TYPES:
+            kept = target.weights[:MAX_TARGET_TYPES]
+            total = sum(kept)
+            target = TargetWorkload(target.types[:MAX_TARGET_TYPES], tuple(w / total for w in kept))
+        return target
 
     def _new_placer(self) -> Placer:
         assert self.state is not None

@@ -47,10 +47,12 @@ class ControlPlane:
         return KubeClient.from_kubeconfig(self.kubeconfig)
 
 
-def start(worker: str) -> ControlPlane:
+def start(worker: str, apiserver_args: str = "") -> ControlPlane:
+    """Start a control plane of our own (state dir unique to this process and flags)."""
     base = Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp")
-    state_dir = base / f"tessellate-test-cp-{worker}-{os.getpid()}"
-    env = dict(os.environ, TESSELLATE_CP_DIR=str(state_dir))
+    flavour = f"-{abs(hash(apiserver_args)) % 10**6}" if apiserver_args else ""
+    state_dir = base / f"tessellate-test-cp-{worker}-{os.getpid()}{flavour}"
+    env = dict(os.environ, TESSELLATE_CP_DIR=str(state_dir), TESSELLATE_CP_APISERVER_ARGS=apiserver_args)
     subprocess.run([str(CONTROL_PLANE), "down", "--purge"], env=env, capture_output=True, timeout=120)
     up = subprocess.run([str(CONTROL_PLANE), "up"], env=env, text=True, capture_output=True, timeout=3600)
     if up.returncode != 0:
