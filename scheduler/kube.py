@@ -10,6 +10,7 @@ hot path (list, watch, bind) stays on raw JSON.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from urllib.parse import urlencode
 import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+
+from scheduler.http1 import ConnectionPool, endpoint
 
 JSON = dict[str, Any]
 
@@ -118,6 +121,7 @@ class KubeClient:
         self.host = configuration.host.rstrip("/")
         self.user_agent = user_agent
         self.limiter = TokenBucket(qps, burst or int(qps * 2))
+        self._fast = _fast_pool(configuration, pool_size)
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: str | None, qps: float = 0, burst: int = 0) -> KubeClient:
@@ -143,19 +147,23 @@ class KubeClient:
         timeout: float = 30.0,
     ) -> JSON:
         self.limiter.acquire()
-        url = self.host + path + (f"?{urlencode(params)}" if params else "")
+        target = path + (f"?{urlencode(params)}" if params else "")
         data = json.dumps(body).encode() if body is not None else None
-        resp = self._pool.request(
-            method,
-            url,
-            body=data,
-            headers=self._headers(content_type if data is not None else None),
-            timeout=urllib3.Timeout(connect=10.0, read=timeout),
-            retries=False,
-        )
-        payload = resp.data
-        if resp.status >= 300:
-            raise _api_error(resp.status, payload, method, path)
+        headers = self._headers(content_type if data is not None else None)
+        if self._fast is not None:
+            status, payload = self._fast.request(method, target, headers, data, timeout)
+        else:
+            resp = self._pool.request(
+                method,
+                self.host + target,
+                body=data,
+                headers=headers,
+                timeout=urllib3.Timeout(connect=10.0, read=timeout),
+                retries=False,
+            )
+            status, payload = resp.status, resp.data
+        if status >= 300:
+            raise _api_error(status, payload, method, path)
         return json.loads(payload) if payload else {}
 
     def get(self, path: str, **params: Any) -> JSON:
@@ -244,6 +252,26 @@ class KubeClient:
 
     def close(self) -> None:
         self._pool.clear()
+        if self._fast is not None:
+            self._fast.close()
+
+
+def _fast_pool(cfg: k8s_client.Configuration, size: int) -> ConnectionPool | None:
+    """Our lean pool for plain requests, unless a proxy is configured (then urllib3 does all)."""
+    if cfg.proxy:
+        return None
+    tls = None
+    if cfg.host.startswith("https:"):
+        tls = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
+        if not cfg.verify_ssl:
+            tls.check_hostname = False
+            tls.verify_mode = ssl.CERT_NONE
+        elif cfg.assert_hostname is False:
+            tls.check_hostname = False
+        if cfg.cert_file:
+            tls.load_cert_chain(cfg.cert_file, cfg.key_file)
+    server_name = getattr(cfg, "tls_server_name", None) or None
+    return ConnectionPool(endpoint(cfg.host, tls, server_name), max_idle=size)
 
 
 def _api_error(status: int, payload: bytes, method: str, path: str) -> ApiError:
