@@ -65,6 +65,21 @@ def pod_key(pod: dict[str, Any]) -> str:
     return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
+def unsupported_constraint(spec: dict[str, Any]) -> str | None:
+    """Hard constraints Tessellate cannot honour yet: refused loudly, never ignored.
+
+    Preferred (soft) terms are only scoring hints, so ignoring them changes no guarantee.
+    """
+    affinity = spec.get("affinity") or {}
+    for kind in ("podAffinity", "podAntiAffinity"):
+        if (affinity.get(kind) or {}).get("requiredDuringSchedulingIgnoredDuringExecution"):
+            return f"unsupported: required {kind} is not implemented by tessellate yet; use another scheduler"
+    for tsc in spec.get("topologySpreadConstraints") or []:
+        if (tsc.get("whenUnsatisfiable") or "DoNotSchedule") == "DoNotSchedule":
+            return "unsupported: topologySpreadConstraints with DoNotSchedule are not implemented yet"
+    return None
+
+
 @dataclass
 class PodRecord:
     """One non-terminal pod, parsed once per change."""
@@ -103,6 +118,7 @@ class PodRecord:
             constraints = PodConstraints(spec)
         except (TypeError, AttributeError) as exc:
             constraint_error = f"invalid node affinity or tolerations: {exc}"
+        constraint_error = constraint_error or unsupported_constraint(spec)
         assignment = assignment_error = None
         raw = (meta.get("annotations") or {}).get(ASSIGNMENT)
         if raw is not None:

@@ -252,3 +252,15 @@ def test_queue_orders_by_priority_then_arrival_and_backs_off() -> None:
     assert q.pop(0) is None  # invalid pods wait for their own update
     q.add("low", "ns/low", 0)
     assert q.pop(0).uid == "low"
+
+
+def test_required_pod_affinity_is_refused_loudly_not_ignored() -> None:
+    from scheduler.cache import PodRecord
+
+    spec_affinity = {
+        "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "x"}]}
+    }
+    rec = PodRecord.parse(pod("a", gpus(1), affinity=spec_affinity))
+    assert rec.problem is not None and "podAntiAffinity is not implemented" in rec.problem
+    soft = {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1}]}}
+    assert PodRecord.parse(pod("b", gpus(1), affinity=soft)).problem is None
