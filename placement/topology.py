@@ -80,10 +80,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 MAX_GPUS = 16
 """Largest node the subset tables handle (DGX-2 / HGX-2 has 16 GPUs)."""
@@ -194,6 +196,8 @@ class NodeTopology:
         return self._cached("tables", lambda: _Tables(self.bandwidth, self.numa))
 
     def _build_graph(self) -> nx.Graph:
+        import networkx as nx  # ~0.3 s to import: paid only once a topology is used
+
         g = nx.Graph(kind=self.kind)
         for i, place in enumerate(self.gpus):
             g.add_node(i, numa=place.numa, socket=place.socket, pcie_switch=place.pcie_switch)
@@ -224,6 +228,8 @@ class NodeTopology:
         return kind, PCIE_X16_GBPS[self.pcie_generation] * PCIE_PATH_FACTOR[kind]
 
     def _bandwidth_from_graph(self) -> np.ndarray:
+        import networkx as nx
+
         matrix = nx.to_numpy_array(self.graph(), nodelist=range(self.gpu_count), weight="bandwidth")
         return _readonly(matrix)
 
@@ -235,7 +241,7 @@ def _readonly(array: np.ndarray) -> np.ndarray:
 
 def _validate(t: NodeTopology) -> None:
     g = len(t.gpus)
-    if not t.kind or not isinstance(t.kind, str):
+    if not isinstance(t.kind, str) or not t.kind:
         raise TopologyError("a topology needs a non-empty kind name")
     if not 1 <= g <= MAX_GPUS:
         raise TopologyError(f"a topology needs 1..{MAX_GPUS} GPUs, got {g}")
@@ -549,7 +555,7 @@ class _Tables:
         self.bottleneck_rank = np.searchsorted(self.levels, bottleneck)
         self.numa_count = numa_count
         quality = self.bottleneck_rank * (g + 1) + (g - numa_count)
-        best = np.full((n, g + 1), -1, dtype=np.int64)
+        best = np.full((n, g + 1), -1, dtype=np.int32)  # int32: a 16-GPU shape's tables stay small
         best[masks, self.pop] = quality
         for i in range(g):
             has = bits[:, i]
@@ -557,7 +563,7 @@ class _Tables:
         self.best = best
         self.reversed = (bits * (1 << np.arange(g - 1, -1, -1))).sum(axis=1)
         self.score = self._scores()
-        self.choice = np.full((n, g + 1), -1, dtype=np.int64)
+        self.choice = np.full((n, g + 1), -1, dtype=np.int32)
         self._known = np.zeros((n, g + 1), dtype=bool)
         if g <= EAGER_GPUS:
             sets, subsets = np.nonzero((masks[None, :] & ~masks[:, None]) == 0)
@@ -686,10 +692,15 @@ class TopologyIndex:
         max_gpus: int | None = None,
     ):
         distinct: dict[NodeTopology, int] = {}
+        by_identity: dict[int, int] = {}  # interned shapes repeat: skip hashing the whole description
         ids = np.zeros(len(topologies), dtype=np.int64)
         for node, topology in enumerate(topologies):
-            if topology is not None:
-                ids[node] = distinct.setdefault(topology, len(distinct) + 1)
+            if topology is None:
+                continue
+            row = by_identity.get(id(topology))
+            if row is None:
+                row = by_identity[id(topology)] = distinct.setdefault(topology, len(distinct) + 1)
+            ids[node] = row
         self.ids = _readonly(ids)
         self.topologies: tuple[NodeTopology | None, ...] = tuple(topologies)
         known = max((t.gpu_count for t in distinct), default=0)

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from scheduler.kube import ApiError, KubeClient
+from scheduler.kube import ApiError, KubeClient, abort_watch
 
 log = logging.getLogger("tessellate.informer")
 
@@ -43,6 +43,9 @@ class Reflector:
         self.synced = threading.Event()
         self.relists = 0
         self.last_error: str | None = None
+        self._relisted = threading.Condition()
+        self._relist_requested = False
+        self._response: Any = None
         self._thread = threading.Thread(target=self._run, name=f"reflector {path}", daemon=True)
 
     def start(self) -> None:
@@ -51,20 +54,35 @@ class Reflector:
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
-    def resync(self) -> None:
-        """A consistent list now (e.g. on becoming leader), handed to `replace`."""
-        items, _ = self.api.list_all(self.path, **self.params)
-        self.replace(items)
+    def resync(self, timeout: float = 60.0) -> bool:
+        """Relist now (e.g. on becoming leader) and wait until `replace` has the result.
+
+        The list runs on the reflector's own thread, between two watches: a list
+        taken on another thread could land after newer watch events and undo them.
+        """
+        with self._relisted:
+            target = self.relists + 1
+            self._relist_requested = True
+        response = self._response
+        if response is not None:
+            abort_watch(response)  # wakes the watch's blocking read
+        with self._relisted:
+            return self._relisted.wait_for(lambda: self.relists >= target, timeout)
 
     def _run(self) -> None:
         version = ""
         delay = 0.2
         while not self.stop.is_set():
             try:
+                with self._relisted:
+                    if self._relist_requested:
+                        self._relist_requested, version = False, ""
                 if not version:
                     items, version = self.api.list_all(self.path, **self.params)
                     self.replace(items)
-                    self.relists += 1
+                    with self._relisted:
+                        self.relists += 1
+                        self._relisted.notify_all()
                     self.synced.set()
                 version = self._watch(version)
                 delay = 0.2
@@ -76,6 +94,8 @@ class Reflector:
                 self._pause(exc, delay)
                 delay = min(delay * 2, 30.0)
             except Exception as exc:  # network trouble: resume from the last version
+                if self._relist_requested:
+                    continue  # we cut the watch ourselves
                 self._pause(exc, delay)
                 delay = min(delay * 2, 30.0)
 
@@ -85,11 +105,19 @@ class Reflector:
         self.stop.wait(delay)
 
     def _watch(self, version: str) -> str:
-        for event in self.api.watch(self.path, version, timeout_seconds=self.watch_timeout, **self.params):
-            if self.stop.is_set():
+        events = self.api.watch(
+            self.path, version, timeout_seconds=self.watch_timeout, opened=self._opened, **self.params
+        )
+        for event in events:
+            if self.stop.is_set() or self._relist_requested:
                 break
             meta = event.object.get("metadata") or {}
             version = meta.get("resourceVersion") or version
             if event.type != "BOOKMARK":
                 self.handle(event.type, event.object)
         return version
+
+    def _opened(self, response: Any) -> None:
+        self._response = response
+        if self._relist_requested:  # asked for while this watch was being opened
+            abort_watch(response)

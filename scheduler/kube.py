@@ -9,11 +9,13 @@ hot path (list, watch, bind) stays on raw JSON.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -202,12 +204,18 @@ class KubeClient:
                 return items, meta.get("resourceVersion", "")
 
     def watch(
-        self, path: str, resource_version: str, timeout_seconds: int = 300, **params: Any
+        self,
+        path: str,
+        resource_version: str,
+        timeout_seconds: int = 300,
+        opened: Callable[[urllib3.BaseHTTPResponse], None] | None = None,
+        **params: Any,
     ) -> Iterator[WatchEvent]:
         """Stream changes after `resource_version`; raises ApiError(410) when it is too old.
 
         A 410 can come as the HTTP status or as an ERROR event inside a 200 stream;
         both end up as the same exception so the caller relists in one place.
+        `opened` receives the live response, so another thread can `abort_watch` it.
         """
         self.limiter.acquire()
         query = dict(
@@ -226,6 +234,8 @@ class KubeClient:
             timeout=urllib3.Timeout(connect=10.0, read=timeout_seconds + 30),
             retries=False,
         )
+        if opened is not None:
+            opened(resp)
         try:
             if resp.status >= 300:
                 raise _api_error(resp.status, resp.read(), "WATCH", path)
@@ -272,6 +282,16 @@ def _fast_pool(cfg: k8s_client.Configuration, size: int) -> ConnectionPool | Non
             tls.load_cert_chain(cfg.cert_file, cfg.key_file)
     server_name = getattr(cfg, "tls_server_name", None) or None
     return ConnectionPool(endpoint(cfg.host, tls, server_name), max_idle=size)
+
+
+def abort_watch(response: urllib3.BaseHTTPResponse) -> None:
+    """Cut a watch from another thread: its blocking read returns with an error at once."""
+    conn = getattr(response, "connection", None)
+    sock = getattr(conn, "sock", None)
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _api_error(status: int, payload: bytes, method: str, path: str) -> ApiError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -98,5 +99,60 @@ def test_reflector_relists_after_410_and_sees_everything(etcd_watch_plane: clust
             stop.wait(0.1)
         assert "after-relist" in seen, "the watch did not resume after the relist"
         assert len(seen) == 6
+    finally:
+        stop.set()
+
+
+def test_resync_while_objects_arrive_never_loses_them(control_plane: cluster.ControlPlane) -> None:
+    """A leader's relist races with the watch: nothing created meanwhile may vanish from the cache."""
+    api = control_plane.client()
+    ns = cluster.make_namespace(api)
+    path = f"/api/v1/namespaces/{ns}/configmaps"
+    seen: dict[str, dict] = {}
+    lock = threading.Lock()
+
+    def replace(items: list[dict]) -> None:
+        with lock:
+            seen.clear()
+            seen.update({i["metadata"]["name"]: i for i in items})
+
+    def handle(kind: str, obj: dict) -> None:
+        with lock:
+            if kind == "DELETED":
+                seen.pop(obj["metadata"]["name"], None)
+            else:
+                seen[obj["metadata"]["name"]] = obj
+
+    real_list_all = api.list_all
+
+    def slow_list_all(p: str, **params: Any) -> tuple[list[dict], str]:
+        result = real_list_all(p, **params)
+        time.sleep(0.5)  # a loaded API server: objects are created while the list is in flight
+        return result
+
+    api.list_all = slow_list_all  # type: ignore[method-assign]
+    stop = threading.Event()
+    reflector = Reflector(api, path, replace, handle, stop)
+    reflector.start()
+    try:
+        assert reflector.synced.wait(30)
+        for round_ in range(5):
+            creator = threading.Thread(
+                target=lambda r=round_: [
+                    api.post(path, {"metadata": {"name": f"r{r}-{i}"}}) for i in range(20)
+                ]
+            )
+            creator.start()
+            assert reflector.resync(timeout=30), "resync did not complete"
+            creator.join()
+        expected = {i["metadata"]["name"] for i in api.list_all(path)[0]}
+        for _ in range(100):
+            with lock:
+                if set(seen) == expected:
+                    break
+            stop.wait(0.1)
+        with lock:
+            assert set(seen) == expected, sorted(expected - set(seen))
+        assert reflector.relists == 6
     finally:
         stop.set()
