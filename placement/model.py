@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from placement.topology import NodeTopology
 
 MILLI_PER_GPU = 1000
 """A whole GPU is 1000 milli-GPU; fractions are 1..999."""
@@ -27,6 +31,8 @@ class NodeSpec:
     gpu_count: int = 0
     gpu_model: str = ""
     max_pods: int = 1001
+    topology: NodeTopology | None = None
+    """How the GPUs are wired (NVLink/NVSwitch/PCIe/NUMA); None when unknown."""
 
     def __post_init__(self) -> None:
         if self.cpu_milli < 0 or self.memory_mib < 0:
@@ -35,6 +41,10 @@ class NodeSpec:
             raise ValueError(f"node {self.name}: negative GPU count {self.gpu_count}")
         if self.gpu_count > 0 and not self.gpu_model:
             raise ValueError(f"node {self.name}: has {self.gpu_count} GPUs but no GPU model")
+        if self.topology is not None and self.topology.gpu_count != self.gpu_count:
+            raise ValueError(
+                f"node {self.name}: topology has {self.topology.gpu_count} GPUs, the node {self.gpu_count}"
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,9 +42,14 @@ class GpuShare:
 @dataclass(frozen=True)
 class GpuAssignment:
     gpus: tuple[GpuShare, ...]
+    numa: tuple[int, ...] = ()
+    """NUMA nodes of the chosen GPUs (when the node's topology is known), for CPU pinning."""
 
     def encode(self) -> str:
-        return json.dumps({"gpus": [g.to_json() for g in self.gpus]}, separators=(",", ":"))
+        data: dict[str, Any] = {"gpus": [g.to_json() for g in self.gpus]}
+        if self.numa:
+            data["numa"] = list(self.numa)
+        return json.dumps(data, separators=(",", ":"))
 
     @property
     def indices(self) -> tuple[int, ...]:
@@ -85,4 +90,7 @@ def decode(text: str) -> GpuAssignment:
     indices = [s.index for s in shares]
     if len(set(indices)) != len(indices):
         raise AssignmentError(f"the same GPU index is listed twice: {indices}")
-    return GpuAssignment(tuple(shares))
+    numa = data.get("numa", [])
+    if not isinstance(numa, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in numa):
+        raise AssignmentError(f"'numa' must be a list of integers, got {numa!r}")
+    return GpuAssignment(tuple(shares), tuple(numa))

@@ -38,6 +38,7 @@ from placement import (
 )
 from placement.devices import first_free, tightest_fit
 from placement.fragmentation import Fragmentation, FragmentationTracker
+from placement.topology import numa_nodes
 from scheduler.annotations import ASSIGNMENT, AssignmentError, GpuAssignment, GpuShare, decode
 from scheduler.constraints import ConstraintError, EligibilityCache, PodConstraints
 from scheduler.nodes import NodeInfo, node_info
@@ -445,11 +446,13 @@ class ClusterCache:
         self._charge_ext(rec.uid, decision.node, rec.request.extended)
         info = self.nodes[decision.node_name]
         memory = rec.request.gpu_memory_mib or None
+        topology = info.spec.topology
         annotation = GpuAssignment(
             tuple(
                 GpuShare(index=g, milli=decision.gpu_milli, uuid=info.uuid_of(g), memory_mib=memory)
                 for g in decision.gpus
-            )
+            ),
+            numa=numa_nodes(topology, decision.gpus) if topology is not None and decision.gpus else (),
         )
         placed = Placed(rec.uid, rec.key, decision.node_name, decision, annotation)
         self.assumed[rec.uid] = placed

@@ -16,6 +16,7 @@ from typing import Any
 from placement import NodeSpec
 from placement.catalogue import GPU_MODELS
 from placement.mig import MigError, geometry
+from placement.topology import NodeTopology, TopologyError, from_inventory
 from scheduler.podspec import GPU, QuantityError, count, cpu_milli, memory_mib, node_extended
 
 PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -68,9 +69,25 @@ def _uuids(
     try:
         data = json.loads(raw)
         by_index = {int(g["index"]): str(g["uuid"]) for g in data["gpus"] if g.get("uuid")}
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         return (), f"annotation {TOPOLOGY} does not parse ({exc}); GPU UUIDs unknown"
     return tuple(by_index.get(i) for i in range(gpu_count)), None
+
+
+def _topology(annotations: dict[str, str], gpu_count: int) -> tuple[NodeTopology | None, str | None]:
+    raw = annotations.get(TOPOLOGY)
+    if not raw or not gpu_count:
+        return None, None
+    try:
+        topology = from_inventory(json.loads(raw))
+    except (ValueError, TopologyError) as exc:
+        return None, f"annotation {TOPOLOGY} is not a valid topology ({exc}); placing without it"
+    if topology.gpu_count != gpu_count:
+        return None, (
+            f"annotation {TOPOLOGY} describes {topology.gpu_count} GPUs but {gpu_count} are allocatable; "
+            "placing without it"
+        )
+    return topology, None
 
 
 def node_info(node: dict[str, Any]) -> NodeInfo:
@@ -94,14 +111,21 @@ def node_info(node: dict[str, Any]) -> NodeInfo:
     if gpus and not model:
         model = "unknown"  # GPUs without gpu-feature-discovery labels: any-model pods may use them
     uuids, uuid_problem = _uuids(meta.get("annotations") or {}, gpus, name)
+    topology, topology_problem = _topology(meta.get("annotations") or {}, gpus)
     return NodeInfo(
         spec=NodeSpec(
-            name=name, cpu_milli=cpu, memory_mib=mem, gpu_count=gpus, gpu_model=model, max_pods=max(pods, 0)
+            name=name,
+            cpu_milli=cpu,
+            memory_mib=mem,
+            gpu_count=gpus,
+            gpu_model=model,
+            max_pods=max(pods, 0),
+            topology=topology,
         ),
         labels=labels,
         taints=tuple(spec.get("taints") or ()),
         unschedulable=bool(spec.get("unschedulable")),
         extended=node_extended(allocatable),
         gpu_uuids=uuids,
-        problem=problem or uuid_problem,
+        problem="; ".join(p for p in (problem, uuid_problem, topology_problem) if p) or None,
     )

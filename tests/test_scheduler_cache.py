@@ -264,3 +264,34 @@ def test_required_pod_affinity_is_refused_loudly_not_ignored() -> None:
     assert rec.problem is not None and "podAntiAffinity is not implemented" in rec.problem
     soft = {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1}]}}
     assert PodRecord.parse(pod("b", gpus(1), affinity=soft)).problem is None
+
+
+def with_topology(n: dict, inventory: dict | str) -> dict:
+    text = inventory if isinstance(inventory, str) else json.dumps(inventory)
+    n["metadata"]["annotations"] = {"tessellate.dev/gpu-topology": text}
+    return n
+
+
+def test_multi_gpu_pods_get_the_best_connected_set_and_its_numa_nodes() -> None:
+    from placement.topology import dgx1_v100, to_inventory
+
+    cache = cache_with(with_topology(node("dgx1"), to_inventory(dgx1_v100())))
+    one = decide(cache, pod("one", gpus(1)))
+    assert isinstance(one, Placed)
+    four = decide(cache, pod("four", gpus(4)))
+    assert isinstance(four, Placed)
+    chosen = set(four.annotation.indices)
+    assert one.annotation.indices[0] not in chosen
+    # the hybrid cube-mesh's fully NVLinked quads are {0,1,2,3} and {4,5,6,7}
+    assert chosen in ({0, 1, 2, 3}, {4, 5, 6, 7})
+    assert json.loads(four.annotation.encode())["numa"] == list(four.annotation.numa)
+    assert four.annotation.numa
+
+
+def test_a_broken_topology_annotation_is_reported_and_ignored() -> None:
+    cache = ClusterCache("fgd", seed=1)
+    cache.upsert_node(with_topology(node("n1"), '{"version": 1, "gpus": "nope"}'))
+    info = cache.nodes["n1"]
+    assert info.spec.topology is None
+    assert info.problem is not None and "not a valid topology" in info.problem
+    assert isinstance(decide(cache, pod("a", gpus(2))), Placed)

@@ -17,9 +17,10 @@ import numpy as np
 
 from placement.devices import first_free, tightest_fit
 from placement.fragmentation import TargetWorkload
-from placement.model import Request
+from placement.model import MILLI_PER_GPU, Request
 from placement.rng import IntSource
 from placement.state import ClusterState
+from placement.topology import best_gpu_set
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,18 @@ class Policy(ABC):
         return scores
 
     def choose_gpus(self, state: ClusterState, node: int, request: Request) -> tuple[int, ...]:
-        """Whole GPUs: the first free ones; a fraction: `choose_fraction_gpu`."""
+        """Whole GPUs: the best-connected free set when the node's topology is known, else
+        the first free ones (the FGD artifact's choice); a fraction: `choose_fraction_gpu`."""
         if request.is_cpu_only:
             return ()
         if request.is_fraction:
             return (self.choose_fraction_gpu(state, node, request),)
+        topology = state.nodes[node].topology
+        if topology is not None:
+            free = state.gpu_left[node, : topology.gpu_count] == MILLI_PER_GPU
+            chosen = best_gpu_set(topology, free, request.gpu_count)
+            if chosen is not None:
+                return chosen
         return first_free(state, node, request.gpu_count)
 
     def choose_fraction_gpu(self, state: ClusterState, node: int, request: Request) -> int:
