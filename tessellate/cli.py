@@ -19,6 +19,7 @@ from rich.table import Table
 from placement import POLICIES, InvalidRequestError
 from placement.catalogue import UnknownGpuModelError
 from simulator.trace import TraceError
+from tessellate.agent_cli import add_agent_command, run_agent_command
 from tessellate.mig_cli import add_mig_commands, run_mig_command
 from tessellate.scheduler_cli import add_scheduler_command, run_scheduler_command
 
@@ -197,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
     add_mig_commands(commands)
     add_scheduler_command(commands)
+    add_agent_command(commands)
     return parser
 
 
@@ -404,6 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_mig_command(args)
     if args.command == "scheduler":
         return run_scheduler_command(args)
+    if args.command == "agent":
+        return run_agent_command(args)
     handlers = {
         ("sim", "run"): cmd_sim_run,
         ("sim", "timed"): cmd_sim_timed,

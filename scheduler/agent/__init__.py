@@ -1,0 +1,21 @@
+"""Tessellate's node agent: a kubelet device plugin that hands pods the GPUs the scheduler chose.
+
+One module per job (docs/agent.md explains the behaviour):
+
+    inventory.py     what discovery found (GPUs, MIG instances, NVLink matrix)
+    discovery.py     the backend contract, DiscoveryError, HealthEvent
+    nvml.py          the NVML backend (nvidia-ml-py)
+    fake.py          the YAML backend for tests and simulated nodes
+    state.py         current inventory + health, versioned, with waiting
+    devices.py       resources served and their device IDs
+    claims.py        which pod/container an Allocate is for, and its assigned GPUs
+    responses.py     env vars, mounts and CDI names for a container
+    plugin.py        the DevicePlugin gRPC service and its unix-socket server
+    kubelet.py       registration, and re-registration after kubelet restarts
+    health.py        health events and periodic rediscovery
+    annotation.py    the tessellate.dev/gpu-topology and gpu-devices annotations
+    node.py          writing those, and GPU memory capacity, on the Node
+    agent.py         wiring it all together
+    fake_kubelet.py  a kubelet stand-in speaking the real API (tests, local trials)
+    proto/           the v1beta1 .proto and its committed stubs
+"""

@@ -1,0 +1,128 @@
+"""The node agent: discovery, device plugins, kubelet registration, health and node publishing, wired.
+
+    agent = Agent(config, backend, api)
+    agent.start()        # raises DiscoveryError when the node's GPUs cannot be read
+    ...
+    agent.stop()
+
+Threads: one registrar (kubelet restarts), one health monitor (events and
+rediscovery), one node publisher (annotations, GPU memory), plus each plugin's
+gRPC server. `stop()` ends them all and removes our sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scheduler.agent.claims import Claims, KubePods, PodSource
+from scheduler.agent.devices import MODES
+from scheduler.agent.discovery import Backend
+from scheduler.agent.health import HealthMonitor
+from scheduler.agent.kubelet import Registrar
+from scheduler.agent.node import NodePublisher
+from scheduler.agent.plugin import DevicePluginService, PluginServer
+from scheduler.agent.responses import RuntimeOptions
+from scheduler.agent.state import DeviceState
+from scheduler.kube import KubeClient
+
+log = logging.getLogger("tessellate.agent")
+
+DEVICE_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
+KUBELET_SOCKET = "kubelet.sock"
+
+
+@dataclass
+class AgentConfig:
+    node_name: str
+    mode: str = "fractions"
+    device_plugin_dir: Path = DEVICE_PLUGIN_DIR
+    poll_seconds: float = 1.0
+    """How often to check for a restarted kubelet."""
+    rediscover_seconds: float = 60.0
+    resync_seconds: float = 60.0
+    """How often the Node object is checked even when nothing changed."""
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not self.node_name:
+            raise ValueError("the agent needs its node's name (--node-name or $NODE_NAME)")
+
+    @property
+    def kubelet_socket(self) -> Path:
+        return self.device_plugin_dir / KUBELET_SOCKET
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        backend: Backend,
+        api: KubeClient | None,
+        pods: PodSource | None = None,
+    ):
+        if pods is None and api is None:
+            raise ValueError("the agent needs an API client or a pod source")
+        self.config = config
+        self.backend = backend
+        self.api = api
+        self.pods = pods or KubePods(api, config.node_name)  # type: ignore[arg-type]
+        self.stopping = threading.Event()
+        self.state: DeviceState | None = None
+        self.servers: list[PluginServer] = []
+        self.registrar: Registrar | None = None
+        self.health: HealthMonitor | None = None
+        self.publisher: NodePublisher | None = None
+        self._threads: list[threading.Thread] = []
+
+    def _uuid_of_index(self, index: int) -> str | None:
+        assert self.state is not None
+        gpus = self.state.snapshot().inventory.gpus
+        return gpus[index].uuid if 0 <= index < len(gpus) else None
+
+    def start(self) -> None:
+        inventory = self.backend.discover()
+        log.info(
+            "found %d GPUs (%s) via %s",
+            len(inventory.gpus),
+            ", ".join(sorted({g.model for g in inventory.gpus})) or "none",
+            inventory.source,
+        )
+        self.state = state = DeviceState(inventory)
+        claims = Claims(self.pods, self._uuid_of_index)
+        lock = threading.Lock()
+        self.config.device_plugin_dir.mkdir(parents=True, exist_ok=True)
+        for resource in MODES[self.config.mode]:
+            service = DevicePluginService(resource, state, claims, self.config.runtime, lock, self.stopping)
+            server = PluginServer(service, self.config.device_plugin_dir)
+            server.start()
+            self.servers.append(server)
+        self.registrar = Registrar(self.servers, self.config.kubelet_socket, self.config.poll_seconds)
+        self.health = HealthMonitor(self.backend, state, self.config.rediscover_seconds)
+        self._spawn("registrar", self.registrar.run)
+        self._spawn("health", self.health.run)
+        if self.api is not None:
+            self.publisher = NodePublisher(self.api, self.config.node_name, state, self.config.resync_seconds)
+            self._spawn("node-publisher", self.publisher.run)
+
+    def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
+        thread = threading.Thread(target=target, args=(self.stopping,), name=f"agent-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.backend.interrupt()
+        if self.state is not None:
+            self.state.wake()
+        for server in self.servers:
+            server.stop()
+            server.socket.unlink(missing_ok=True)
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self.backend.close()
