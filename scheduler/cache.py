@@ -295,6 +295,7 @@ class ClusterCache:
         self.target = self._target_workload()
         self.placer = self._new_placer()
         self._fragmentation = None
+        self._block_unhealthy_gpus(infos)
         for rec in self.pods.values():
             if rec.node_name and rec.uid not in self.assumed:
                 self._charge(rec)
@@ -343,6 +344,16 @@ class ClusterCache:
         return Placer(self.state, policy)
 
     # -- charging bound pods ---------------------------------------------------------
+
+    def _block_unhealthy_gpus(self, infos: list[NodeInfo]) -> None:
+        """An unhealthy GPU is charged to a placeholder so no decision can pick it."""
+        assert self.state is not None
+        busy = Request(cpu_milli=0, gpu_count=1, gpu_milli=MILLI_PER_GPU)
+        for index, info in enumerate(infos):
+            for gpu in info.unhealthy_gpus:
+                self.state.allocate(
+                    Assignment(f"unhealthy-gpu/{info.name}/{gpu}", index, info.name, busy, (gpu,))
+                )
 
     def _charge(self, rec: PodRecord) -> None:
         state = self.state

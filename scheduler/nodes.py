@@ -21,6 +21,7 @@ from scheduler.podspec import GPU, QuantityError, count, cpu_milli, memory_mib, 
 
 PRODUCT_LABEL = "nvidia.com/gpu.product"
 TOPOLOGY = "tessellate.dev/gpu-topology"
+DEVICES = "tessellate.dev/gpu-devices"
 log = logging.getLogger("tessellate.nodes")
 
 
@@ -44,6 +45,8 @@ class NodeInfo:
     unschedulable: bool = False
     extended: dict[str, int] = field(default_factory=dict)
     gpu_uuids: tuple[str | None, ...] = ()
+    unhealthy_gpus: tuple[int, ...] = ()
+    """GPU indices the node agent reports Unhealthy: charged as busy so no pod gets them."""
     problem: str | None = None
     """Why the node's inventory could not be read fully (an odd quantity or annotation)."""
 
@@ -90,6 +93,36 @@ def _topology(annotations: dict[str, str], gpu_count: int) -> tuple[NodeTopology
     return topology, None
 
 
+def _physical_gpus(annotations: dict[str, str], allocatable: int) -> tuple[int, tuple[int, ...]]:
+    """(GPU count, unhealthy indices). The kubelet drops unhealthy GPUs from allocatable but
+    indices keep their place, so when the agent's topology (all GPUs) and health report
+    explain allocatable, the node keeps every index and the unhealthy ones are blocked;
+    otherwise allocatable is all we trust."""
+    unhealthy = _unhealthy(annotations)
+    try:
+        declared = len(json.loads(annotations[TOPOLOGY])["gpus"])
+    except (KeyError, ValueError, TypeError):
+        return allocatable, ()
+    if not unhealthy or any(i >= declared for i in unhealthy):
+        return allocatable, ()
+    if not declared - len(unhealthy) <= allocatable <= declared:
+        return allocatable, ()
+    return declared, unhealthy
+
+
+def _unhealthy(annotations: dict[str, str]) -> tuple[int, ...] | None:
+    """Indices marked Unhealthy in the agent's device annotation (None: no usable health data)."""
+    raw = annotations.get(DEVICES)
+    if not raw:
+        return None
+    try:
+        return tuple(
+            sorted(int(g["index"]) for g in json.loads(raw)["gpus"] if g.get("health") == "Unhealthy")
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def node_info(node: dict[str, Any]) -> NodeInfo:
     """Read a Node object; quantities that do not parse make the node hold nothing."""
     meta = node.get("metadata") or {}
@@ -110,8 +143,11 @@ def node_info(node: dict[str, Any]) -> NodeInfo:
     model = gpu_model_name(labels.get(PRODUCT_LABEL, "")) if gpus else ""
     if gpus and not model:
         model = "unknown"  # GPUs without gpu-feature-discovery labels: any-model pods may use them
-    uuids, uuid_problem = _uuids(meta.get("annotations") or {}, gpus, name)
-    topology, topology_problem = _topology(meta.get("annotations") or {}, gpus)
+    annotations = meta.get("annotations") or {}
+    physical, unhealthy = _physical_gpus(annotations, gpus)
+    uuids, uuid_problem = _uuids(annotations, physical, name)
+    topology, topology_problem = _topology(annotations, physical)
+    gpus = physical
     return NodeInfo(
         spec=NodeSpec(
             name=name,
@@ -127,5 +163,6 @@ def node_info(node: dict[str, Any]) -> NodeInfo:
         unschedulable=bool(spec.get("unschedulable")),
         extended=node_extended(allocatable),
         gpu_uuids=uuids,
+        unhealthy_gpus=unhealthy,
         problem="; ".join(p for p in (problem, uuid_problem, topology_problem) if p) or None,
     )

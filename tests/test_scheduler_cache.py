@@ -295,3 +295,17 @@ def test_a_broken_topology_annotation_is_reported_and_ignored() -> None:
     assert info.spec.topology is None
     assert info.problem is not None and "not a valid topology" in info.problem
     assert isinstance(decide(cache, pod("a", gpus(2))), Placed)
+
+
+def test_gpus_the_agent_reports_unhealthy_are_never_assigned() -> None:
+    from placement.topology import nvswitch, to_inventory
+
+    n = with_topology(node("n1", gpus=7), to_inventory(nvswitch(8)))  # the kubelet dropped one GPU
+    devices = {"gpus": [{"index": i, "health": "Unhealthy" if i == 2 else "Healthy"} for i in range(8)]}
+    n["metadata"]["annotations"]["tessellate.dev/gpu-devices"] = json.dumps(devices)
+    cache = cache_with(n)
+    assert cache.nodes["n1"].spec.gpu_count == 8 and cache.nodes["n1"].unhealthy_gpus == (2,)
+    placed = [decide(cache, pod(f"p{i}", gpus(1))) for i in range(8)]
+    indices = sorted(p.annotation.indices[0] for p in placed if isinstance(p, Placed))
+    assert indices == [0, 1, 3, 4, 5, 6, 7]
+    assert isinstance(placed[-1], Unschedulable)
