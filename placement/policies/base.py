@@ -29,6 +29,8 @@ class PolicyContext:
 
     rng: IntSource
     target: TargetWorkload | None = None
+    topology_weight: float = 0.5
+    """How much topology-aware policies weigh NVLink/PCIe fitness against packing (0..1)."""
 
 
 class Policy(ABC):
