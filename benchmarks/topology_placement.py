@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--scenario-seed", type=int, default=1, help="seed of the cluster and pod mix")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=130)
     table = Table(
         title=f"topology-aware placement, FGD protocol tune 1.3, seeds {args.seeds[0]}..{args.seeds[-1]}"
     )
