@@ -6,11 +6,15 @@ drivers of the same `Placer`.
 
 from placement.cycle import Placer
 from placement.fragmentation import Fragmentation, FragmentationTracker, TargetWorkload
+from placement.migplace import MigChooser
 from placement.model import (
     MILLI_PER_GPU,
     Assignment,
     Decision,
     InvalidRequestError,
+    MigPlan,
+    MigSlot,
+    MigSpec,
     NodeSpec,
     Request,
     Unschedulable,
@@ -30,6 +34,10 @@ __all__ = [
     "FragmentationTracker",
     "IntSource",
     "InvalidRequestError",
+    "MigChooser",
+    "MigPlan",
+    "MigSlot",
+    "MigSpec",
     "NodeSpec",
     "NumpyInts",
     "OverCommitError",

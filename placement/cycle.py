@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from placement.fit import explain, feasible_mask
+from placement.migplace import MigChooser
 from placement.model import Assignment, Decision, Request
 from placement.policies.base import Policy
 from placement.state import ClusterState
@@ -40,11 +41,16 @@ class ScoreCache:
 
 
 class Placer:
-    """Runs scheduling cycles of one policy against one cluster state."""
+    """Runs scheduling cycles of one policy against one cluster state.
 
-    def __init__(self, state: ClusterState, policy: Policy):
+    MIG requests are placed by `mig` (default: MIG-fragmentation aware with each GPU
+    model's default demand); the policy places everything else.
+    """
+
+    def __init__(self, state: ClusterState, policy: Policy, mig: MigChooser | None = None):
         self.state = state
         self.policy = policy
+        self.mig = mig if mig is not None else MigChooser()
         policy.bind(state)
         self._cache = ScoreCache(state) if policy.pure else None
 
@@ -62,6 +68,16 @@ class Placer:
         feasible = np.flatnonzero(mask)
         if feasible.size == 0:
             return explain(state, request, eligible)
+        if request.is_mig:
+            chosen = self.mig.choose(state, request, feasible)
+            return Assignment(
+                pod=pod,
+                node=chosen.node,
+                node_name=state.names[chosen.node],
+                request=request,
+                mig=chosen.slots,
+                mig_plans=chosen.plans,
+            )
         if feasible.size == 1:
             node = int(feasible[0])
         else:

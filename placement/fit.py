@@ -11,6 +11,8 @@ from collections import Counter
 
 import numpy as np
 
+from placement.mig import RESOURCE_PREFIX
+from placement.migplace import mig_fit_mask
 from placement.model import MILLI_PER_GPU, Request, Unschedulable
 from placement.state import ClusterState
 
@@ -46,6 +48,11 @@ def gpu_fit_mask(state: ClusterState, request: Request) -> np.ndarray:
     return (state.gpu_left >= g).sum(axis=1) >= n
 
 
+def mig_reason(request: Request) -> str:
+    """kube-scheduler's words for a node without the MIG resource."""
+    return f"Insufficient {RESOURCE_PREFIX}{request.mig_profile}"
+
+
 def feasible_mask(state: ClusterState, request: Request) -> np.ndarray:
     """Boolean mask over nodes: True where the request fits right now."""
     mask = state.cpu_left >= request.cpu_milli
@@ -54,6 +61,9 @@ def feasible_mask(state: ClusterState, request: Request) -> np.ndarray:
     if request.gpu_count:
         mask &= model_mask(state, request.gpu_models)
         mask &= gpu_fit_mask(state, request)
+    elif request.is_mig:
+        mask &= model_mask(state, request.gpu_models)
+        mask &= mig_fit_mask(state, request)
     return mask
 
 
@@ -77,6 +87,14 @@ def explain(state: ClusterState, request: Request, among: np.ndarray | None = No
             (REASON_NO_GPU, ~has_gpu),
             (REASON_MODEL, has_gpu & ~model_ok),
             (gpu_reason, has_gpu & model_ok & ~gpu_fit_mask(state, request)),
+        ]
+    elif request.is_mig:
+        has_gpu = state.gpu_count > 0
+        model_ok = model_mask(state, request.gpu_models)
+        checks += [
+            (REASON_NO_GPU, ~has_gpu),
+            (REASON_MODEL, has_gpu & ~model_ok),
+            (mig_reason(request), has_gpu & model_ok & ~mig_fit_mask(state, request)),
         ]
     for reason, failed in checks:
         count = int((failed & among).sum()) if among is not None else int(failed.sum())

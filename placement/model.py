@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cache
 from typing import TYPE_CHECKING
+
+from placement.mig import MigError, MigInstance, MigLayout, geometry, load_catalogue
 
 if TYPE_CHECKING:
     from placement.topology import NodeTopology
@@ -19,6 +22,74 @@ MILLI_PER_GPU = 1000
 
 class InvalidRequestError(ValueError):
     """A request that no cluster could ever satisfy because it is malformed."""
+
+
+@cache
+def mig_profile_milli(profile: str) -> int:
+    """A MIG profile's share of its GPU in milli-GPU (compute slices, rounded down).
+
+    What allocation ratios count for a MIG instance; rounded down so that a full
+    GPU of instances never counts as more than 1000. Raises InvalidRequestError for
+    a name no catalogue model offers.
+    """
+    shares = {
+        MILLI_PER_GPU * p.compute_slices // g.compute_slices
+        for g in load_catalogue().values()
+        for p in g.profiles
+        if p.name == profile
+    }
+    if not shares:
+        known = ", ".join(sorted({p.name for g in load_catalogue().values() for p in g.profiles}))
+        raise InvalidRequestError(f"unknown MIG profile {profile!r}; known profiles: {known}")
+    return min(shares)
+
+
+@dataclass(frozen=True, slots=True)
+class MigSpec:
+    """A node's MIG setup: per GPU the instances that exist, and whether new ones may be made.
+
+    `layouts[g]` is GPU g's partition (None or empty: the GPU is not in MIG mode).
+    A *static* node only hands out existing free instances (mig-parted made them); a
+    *dynamic* node may also create instances in free slots of a GPU that is in MIG mode
+    or idle (the core then emits a `MigPlan`), and destroys what it created on release.
+    """
+
+    layouts: tuple[MigLayout | None, ...] = ()
+    dynamic: bool = False
+
+    def layout(self, gpu: int) -> MigLayout | None:
+        return self.layouts[gpu] if gpu < len(self.layouts) else None
+
+
+@dataclass(frozen=True, slots=True)
+class MigSlot:
+    """One MIG instance a pod holds: a GPU of its node, a profile and a start memory slice."""
+
+    gpu: int
+    profile: str
+    start: int
+
+    @property
+    def instance(self) -> MigInstance:
+        return MigInstance(self.profile, self.start)
+
+
+@dataclass(frozen=True, slots=True)
+class MigPlan:
+    """A MIG reconfiguration of one GPU that a caller must publish (or a simulator apply).
+
+    `layout_after` keeps every instance of `layout_before` (instances in use are never
+    touched) and adds the new ones.
+    """
+
+    node: str
+    gpu: int
+    layout_before: MigLayout
+    layout_after: MigLayout
+
+    @property
+    def added(self) -> tuple[MigInstance, ...]:
+        return tuple(i for i in self.layout_after if i not in self.layout_before.instances)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +104,8 @@ class NodeSpec:
     max_pods: int = 1001
     topology: NodeTopology | None = None
     """How the GPUs are wired (NVLink/NVSwitch/PCIe/NUMA); None when unknown."""
+    mig: MigSpec | None = None
+    """MIG partitions and mode; None: the node's GPUs take no MIG requests."""
 
     def __post_init__(self) -> None:
         if self.cpu_milli < 0 or self.memory_mib < 0:
@@ -45,6 +118,23 @@ class NodeSpec:
             raise ValueError(
                 f"node {self.name}: topology has {self.topology.gpu_count} GPUs, the node {self.gpu_count}"
             )
+        if self.mig is not None:
+            self._check_mig(self.mig)
+
+    def _check_mig(self, mig: MigSpec) -> None:
+        if not self.gpu_count:
+            raise ValueError(f"node {self.name}: MIG setup on a node without GPUs")
+        try:
+            g = geometry(self.gpu_model)
+        except MigError:
+            raise ValueError(f"node {self.name}: GPU model {self.gpu_model} does not support MIG") from None
+        if len(mig.layouts) > self.gpu_count:
+            raise ValueError(f"node {self.name}: {len(mig.layouts)} MIG layouts for {self.gpu_count} GPUs")
+        for i, layout in enumerate(mig.layouts):
+            if layout is not None and layout.geometry != g:
+                raise ValueError(
+                    f"node {self.name}: GPU {i} layout is for {layout.geometry.model}, not {g.model}"
+                )
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +143,9 @@ class Request:
 
     ``gpu_milli`` is per GPU: a whole-GPU request has ``gpu_milli == 1000`` and
     ``gpu_count >= 1``; a fraction has ``gpu_count == 1`` and ``gpu_milli`` in
-    1..999. ``gpu_models`` lists the allowed GPU models (empty: any model);
-    duplicates are allowed and harmless.
+    1..999. A MIG request has ``mig_count >= 1`` instances of ``mig_profile`` (e.g.
+    ``3g.40gb``) and no whole or fractional GPU. ``gpu_models`` lists the allowed GPU
+    models (empty: any model); duplicates are allowed and harmless.
     """
 
     cpu_milli: int
@@ -62,12 +153,16 @@ class Request:
     gpu_count: int = 0
     gpu_milli: int = 0
     gpu_models: tuple[str, ...] = ()
+    mig_profile: str = ""
+    mig_count: int = 0
 
     def __post_init__(self) -> None:
         if self.cpu_milli < 0 or self.memory_mib < 0:
             raise InvalidRequestError(
                 f"negative CPU or memory request (cpu={self.cpu_milli}m, memory={self.memory_mib}Mi)"
             )
+        if self.mig_profile or self.mig_count:
+            self._check_mig()
         if self.gpu_count < 0:
             raise InvalidRequestError(f"negative GPU count {self.gpu_count}")
         if self.gpu_count == 0:
@@ -83,9 +178,27 @@ class Request:
                 f"a GPU fraction ({self.gpu_milli}m) must ask for exactly one GPU, got {self.gpu_count}"
             )
 
+    def _check_mig(self) -> None:
+        if not self.mig_profile:
+            raise InvalidRequestError(f"mig_count={self.mig_count} without a MIG profile")
+        if self.mig_count < 1:
+            raise InvalidRequestError(f"{self.mig_profile}: mig_count must be >= 1, got {self.mig_count}")
+        if self.gpu_count or self.gpu_milli:
+            raise InvalidRequestError(
+                f"a MIG request ({self.mig_count} x {self.mig_profile}) cannot also ask for whole GPUs "
+                "or a GPU fraction"
+            )
+        name = self.mig_profile.strip().lower().removeprefix("nvidia.com/mig-")
+        mig_profile_milli(name)  # raises for an unknown name
+        object.__setattr__(self, "mig_profile", name)
+
     @property
     def is_cpu_only(self) -> bool:
-        return self.gpu_count == 0
+        return self.gpu_count == 0 and self.mig_count == 0
+
+    @property
+    def is_mig(self) -> bool:
+        return self.mig_count > 0
 
     @property
     def is_fraction(self) -> bool:
@@ -93,7 +206,11 @@ class Request:
 
     @property
     def total_gpu_milli(self) -> int:
-        """The GPU demand in milli-GPU: what the paper's 'arrived workload' counts."""
+        """The GPU demand in milli-GPU: what the paper's 'arrived workload' counts.
+
+        A MIG instance counts its compute share (`mig_profile_milli`)."""
+        if self.mig_count:
+            return mig_profile_milli(self.mig_profile) * self.mig_count
         return self.gpu_milli * self.gpu_count
 
     @property
@@ -103,6 +220,10 @@ class Request:
 
     def describe(self) -> str:
         gpu = "no GPU"
+        if self.mig_count:
+            gpu = f"{self.mig_count} x MIG {self.mig_profile}"
+            if self.gpu_models:
+                gpu += f" ({'|'.join(self.gpu_models)})"
         if self.gpu_count:
             gpu = f"{self.gpu_count} x {self.gpu_milli}m GPU"
             if self.gpu_models:
@@ -112,13 +233,20 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Assignment:
-    """Where a pod runs: the node and, per chosen GPU, the milli-GPU it holds."""
+    """Where a pod runs: the node and, per chosen GPU, the milli-GPU it holds.
+
+    A MIG request holds `mig` instances instead of `gpus`; `mig_plans` are the
+    reconfigurations its new instances need on a dynamic-MIG node (empty when it
+    only uses instances that exist).
+    """
 
     pod: str
     node: int
     node_name: str
     request: Request
     gpus: tuple[int, ...] = ()
+    mig: tuple[MigSlot, ...] = ()
+    mig_plans: tuple[MigPlan, ...] = ()
 
     @property
     def gpu_milli(self) -> int:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from placement.migstate import MigAllocationError, MigBook
 from placement.model import MILLI_PER_GPU, Assignment, NodeSpec
 
 SHARE_TAG = 0
@@ -57,6 +58,10 @@ class ClusterState:
         self.mem_left = self.mem_cap.copy()
         self.pod_count = np.zeros(n, dtype=np.int64)
         self.gpu_left = np.where(self.gpu_exists, MILLI_PER_GPU, 0).astype(np.int64)
+        self.mig = MigBook(self.nodes)
+        for node in self.mig.layouts:  # partitioned GPUs offer no milli-GPU
+            mode = self.mig.in_mig_mode(node)
+            self.gpu_left[node, : len(mode)][mode] = 0
         self.affinity = np.zeros((n, self.max_gpus + 1), dtype=np.int64)
         self.version = np.zeros(n, dtype=np.int64)
         # Derived per-node summaries, kept in step with gpu_left:
@@ -74,13 +79,24 @@ class ClusterState:
 
     @property
     def allocated_gpu_milli(self) -> int:
-        return self.total_gpu_milli - int(self.gpu_total_left.sum())
+        """Milli-GPU in use; a GPU in MIG mode counts its busy instances' compute share."""
+        mig_idle = self.mig.mode_gpus * MILLI_PER_GPU - self.mig.used_milli
+        return self.total_gpu_milli - int(self.gpu_total_left.sum()) - mig_idle
 
     def allocate(self, assignment: Assignment) -> None:
         """Commit a placement; refuse (and change nothing) if it over-commits anything."""
         if assignment.pod in self.live:
             raise OverCommitError(f"pod {assignment.pod} is already allocated")
         self._check_fits(assignment)
+        if assignment.request.is_mig:
+            try:
+                change = self.mig.check(assignment, self.gpu_left[assignment.node])
+            except MigAllocationError as exc:
+                raise OverCommitError(str(exc)) from None
+            if self.mig.apply(assignment, change, self.gpu_left[assignment.node]):
+                self._summarise_gpus(assignment.node)
+        elif assignment.mig or assignment.mig_plans:
+            raise OverCommitError(f"pod {assignment.pod}: MIG instances for a request without MIG")
         self._apply(assignment, sign=-1)
         self.live[assignment.pod] = assignment
 
@@ -89,6 +105,8 @@ class ClusterState:
         assignment = self.live.pop(pod, None)
         if assignment is None:
             raise OverCommitError(f"pod {pod} holds no allocation to release")
+        if assignment.request.is_mig and self.mig.undo(assignment, self.gpu_left[assignment.node]):
+            self._summarise_gpus(assignment.node)
         self._apply(assignment, sign=+1)
         return assignment
 
@@ -115,7 +133,7 @@ class ClusterState:
                     f"{where}: GPU {gpu} has {self.gpu_left[node, gpu]}m free, needs {req.gpu_milli}m"
                 )
         wanted = {m for m in req.gpu_models if m}  # blank names constrain nothing, as in the filter
-        if req.gpu_count and wanted:
+        if (req.gpu_count or req.is_mig) and wanted:
             model = self.nodes[node].gpu_model
             if model not in wanted:
                 raise OverCommitError(f"{where}: GPU model {model} not in {req.gpu_models}")
@@ -130,8 +148,11 @@ class ClusterState:
             self.gpu_left[node, gpus] += sign * req.gpu_milli
             tag = SHARE_TAG if req.is_fraction else req.gpu_count
             self.affinity[node, tag] -= sign
-            row = self.gpu_left[node]
-            self.gpu_total_left[node] = row.sum()
-            self.gpu_free_count[node] = (row == MILLI_PER_GPU).sum()
-            self.gpu_max_left[node] = row.max()
+            self._summarise_gpus(node)
         self.version[node] += 1
+
+    def _summarise_gpus(self, node: int) -> None:
+        row = self.gpu_left[node]
+        self.gpu_total_left[node] = row.sum()
+        self.gpu_free_count[node] = (row == MILLI_PER_GPU).sum()
+        self.gpu_max_left[node] = row.max()

@@ -28,11 +28,18 @@ class GpuShare:
     milli: int = MILLI_PER_GPU
     uuid: str | None = None
     memory_mib: int | None = None
+    mig: str | None = None
+    """A MIG instance's profile (then `start` is its first memory slice and milli is unused)."""
+    start: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"index": self.index}
         if self.uuid:
             out["uuid"] = self.uuid
+        if self.mig is not None:
+            out["mig"] = self.mig
+            out["start"] = self.start
+            return out
         out["milli"] = self.milli
         if self.memory_mib:
             out["memoryMiB"] = self.memory_mib
@@ -86,10 +93,20 @@ def decode(text: str) -> GpuAssignment:
         if uuid is not None and not isinstance(uuid, str):
             raise AssignmentError(f"{where}: 'uuid' must be a string, got {uuid!r}")
         memory = _int(item, "memoryMiB", where) if "memoryMiB" in item else None
-        shares.append(GpuShare(index=index, milli=milli, uuid=uuid, memory_mib=memory))
-    indices = [s.index for s in shares]
-    if len(set(indices)) != len(indices):
-        raise AssignmentError(f"the same GPU index is listed twice: {indices}")
+        mig, start = item.get("mig"), None
+        if mig is not None:
+            if not isinstance(mig, str) or not mig:
+                raise AssignmentError(f"{where}: 'mig' must be a MIG profile name, got {mig!r}")
+            start = _int(item, "start", where)
+            if start < 0:
+                raise AssignmentError(f"{where}: negative MIG start slot {start}")
+        shares.append(GpuShare(index=index, milli=milli, uuid=uuid, memory_mib=memory, mig=mig, start=start))
+    whole = [s.index for s in shares if s.mig is None]
+    if len(set(whole)) != len(whole):
+        raise AssignmentError(f"the same GPU index is listed twice: {whole}")
+    instances = [(s.index, s.start) for s in shares if s.mig is not None]
+    if len(set(instances)) != len(instances):
+        raise AssignmentError(f"the same MIG instance is listed twice: {instances}")
     numa = data.get("numa", [])
     if not isinstance(numa, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in numa):
         raise AssignmentError(f"'numa' must be a list of integers, got {numa!r}")

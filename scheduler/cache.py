@@ -16,7 +16,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ from placement import (
 )
 from placement.devices import first_free, tightest_fit
 from placement.fragmentation import Fragmentation, FragmentationTracker
+from placement.model import MigSlot
 from placement.topology import numa_nodes
 from scheduler.annotations import ASSIGNMENT, AssignmentError, GpuAssignment, GpuShare, decode
 from scheduler.constraints import ConstraintError, EligibilityCache, PodConstraints
@@ -305,9 +306,7 @@ class ClusterCache:
                 self.assumed.pop(placed.uid)
                 continue
             index = self.state.index[placed.node]
-            moved = Assignment(
-                placed.uid, index, placed.node, placed.assignment.request, placed.assignment.gpus
-            )
+            moved = replace(placed.assignment, pod=placed.uid, node=index)
             try:
                 self.state.allocate(moved)
                 self._charge_ext(placed.uid, index, rec.request.extended if rec.request else {})
@@ -331,6 +330,7 @@ class ClusterCache:
         """Every shape seen (not the paper's 95 %): rare 8-GPU jobs are exactly the pods
         that need FGD to keep whole nodes free; capped so scoring stays cheap."""
         requests = [r.request.request for r in self.pods.values() if r.request is not None]
+        requests = [r for r in requests if not r.is_mig]  # MIG never uses milli-GPU capacity
         target = TargetWorkload.from_requests(requests or _DEFAULT_TARGET, coverage=1.0)
         if len(target.types) > MAX_TARGET_TYPES:
             kept = target.weights[:MAX_TARGET_TYPES]
@@ -364,9 +364,12 @@ class ClusterCache:
             return
         node = state.index[rec.node_name]
         request = rec.request.request
-        gpus = self._gpus_of(rec, node)
+        if request.is_mig:
+            assignment = Assignment(rec.uid, node, rec.node_name, request, mig=self._mig_of(rec, node))
+        else:
+            assignment = Assignment(rec.uid, node, rec.node_name, request, self._gpus_of(rec, node))
         try:
-            state.allocate(Assignment(rec.uid, node, rec.node_name, request, gpus))
+            state.allocate(assignment)
         except OverCommitError as exc:
             self.overcommitted[node] = True
             self._report(rec, f"cannot be counted on {rec.node_name} ({exc}); the node takes no new pods")
@@ -394,6 +397,35 @@ class ClusterCache:
         if request.is_fraction:
             return (tightest_fit(state, node, request.gpu_milli),)  # allocate refuses it if none fits
         return first_free(state, node, request.gpu_count)
+
+    def _mig_of(self, rec: PodRecord, node: int) -> tuple[MigSlot, ...]:
+        """MIG instances from the annotation when it fits the request, else the first free ones
+        (what NVIDIA's device plugin would most likely give)."""
+        request, state = rec.request.request, self.state
+        assert state is not None
+        if rec.assignment_error:
+            self._report(
+                rec, f"{rec.assignment_error}; counting the MIG instances the device plugin would pick"
+            )
+        elif rec.assignment is not None:
+            shares = rec.assignment.gpus
+            if len(shares) == request.mig_count and all(s.mig == request.mig_profile for s in shares):
+                return tuple(MigSlot(s.index, request.mig_profile, s.start or 0) for s in shares)
+            listed = [s.mig or "whole GPU" for s in shares]
+            self._report(
+                rec,
+                f"annotation {ASSIGNMENT} lists {listed} but the pod asks for {request.describe()}; "
+                "counting the MIG instances the device plugin would pick",
+            )
+        if node not in state.mig.layouts:
+            return ()  # allocate refuses: the node is marked over-committed
+        free = [
+            MigSlot(gpu, i.profile, i.start)
+            for gpu, (layout, busy) in enumerate(state.mig.slots_of(node))
+            for i in layout
+            if i.profile == request.mig_profile and i not in busy
+        ]
+        return tuple(free[: request.mig_count])
 
     def _charge_ext(self, uid: str, node: int, extended: dict[str, int]) -> None:
         for name, amount in extended.items():
@@ -458,11 +490,15 @@ class ClusterCache:
         info = self.nodes[decision.node_name]
         memory = rec.request.gpu_memory_mib or None
         topology = info.spec.topology
+        shares = tuple(
+            GpuShare(index=g, milli=decision.gpu_milli, uuid=info.uuid_of(g), memory_mib=memory)
+            for g in decision.gpus
+        ) + tuple(
+            GpuShare(index=m.gpu, uuid=info.uuid_of(m.gpu), mig=m.profile, start=m.start)
+            for m in decision.mig
+        )
         annotation = GpuAssignment(
-            tuple(
-                GpuShare(index=g, milli=decision.gpu_milli, uuid=info.uuid_of(g), memory_mib=memory)
-                for g in decision.gpus
-            ),
+            shares,
             numa=numa_nodes(topology, decision.gpus) if topology is not None and decision.gpus else (),
         )
         placed = Placed(rec.uid, rec.key, decision.node_name, decision, annotation)

@@ -16,7 +16,9 @@ from typing import Any
 from placement import NodeSpec
 from placement.catalogue import GPU_MODELS
 from placement.mig import MigError, geometry
+from placement.model import MigSpec
 from placement.topology import NodeTopology, TopologyError, from_inventory
+from scheduler.mignodes import mig_counts, read_mig
 from scheduler.podspec import GPU, QuantityError, count, cpu_milli, memory_mib, node_extended
 
 PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -137,13 +139,19 @@ def node_info(node: dict[str, Any]) -> NodeInfo:
         mem = memory_mib(allocatable.get("memory", 0))
         pods = count(allocatable.get("pods", 110))
         gpus = count(allocatable.get(GPU, 0))
+        migs = mig_counts(allocatable, count)
     except QuantityError as exc:
         problem = f"allocatable does not parse ({exc}); the node is treated as full"
         cpu = mem = pods = gpus = 0
-    model = gpu_model_name(labels.get(PRODUCT_LABEL, "")) if gpus else ""
+        migs = {}
+    model = gpu_model_name(labels.get(PRODUCT_LABEL, "")) if gpus or migs else ""
     if gpus and not model:
         model = "unknown"  # GPUs without gpu-feature-discovery labels: any-model pods may use them
     annotations = meta.get("annotations") or {}
+    mig = read_mig(migs, gpus, model, labels, annotations)
+    mig_problem = mig.problem if mig is not None else None
+    if mig is not None and mig.layouts:
+        gpus = mig.gpu_count  # MIG GPUs are not in allocatable nvidia.com/gpu ("mixed" strategy)
     physical, unhealthy = _physical_gpus(annotations, gpus)
     uuids, uuid_problem = _uuids(annotations, physical, name)
     topology, topology_problem = _topology(annotations, physical)
@@ -157,6 +165,7 @@ def node_info(node: dict[str, Any]) -> NodeInfo:
             gpu_model=model,
             max_pods=max(pods, 0),
             topology=topology,
+            mig=MigSpec(layouts=mig.layouts) if mig is not None and 0 < len(mig.layouts) <= gpus else None,
         ),
         labels=labels,
         taints=tuple(spec.get("taints") or ()),
@@ -164,5 +173,5 @@ def node_info(node: dict[str, Any]) -> NodeInfo:
         extended=node_extended(allocatable),
         gpu_uuids=uuids,
         unhealthy_gpus=unhealthy,
-        problem="; ".join(p for p in (problem, uuid_problem, topology_problem) if p) or None,
+        problem="; ".join(p for p in (problem, uuid_problem, topology_problem, mig_problem) if p) or None,
     )

@@ -4,8 +4,8 @@ A pod's effective request is kube-scheduler's: the sum over its containers,
 at least the largest init container, plus the pod overhead. GPU resources
 follow Tessellate's contract (design.md): `nvidia.com/gpu` whole GPUs,
 `tessellate.dev/gpu-milli` (+ `tessellate.dev/gpu-memory-mib`) fractions, and
-`nvidia.com/mig-<profile>` MIG instances, which are counted like any other
-extended resource against the node's allocatable.
+`nvidia.com/mig-<profile>` MIG instances (one profile per pod), which the
+placement core places on exact MIG slots.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class PodRequest:
     request: Request
     gpu_memory_mib: int = 0
     extended: dict[str, int] = field(default_factory=dict)
-    """Other countable resources (MIG profiles, hugepages, ephemeral-storage in MiB...)."""
+    """Other countable resources (hugepages, ephemeral-storage in MiB...)."""
 
 
 def _container_amounts(container: dict[str, Any]) -> dict[str, Any]:
@@ -152,12 +152,22 @@ def pod_request(pod: dict[str, Any]) -> PodRequest:
     cpu = totals.pop("cpu", 0)
     mem = totals.pop("memory", 0)
     totals.pop("pods", None)
-    for name in totals:
-        if name.startswith(MIG_PREFIX):
-            profile = name.removeprefix(MIG_PREFIX)
-            if profile not in known_mig_profiles():
-                known = ", ".join(sorted(known_mig_profiles()))
-                raise PodRequestError(f"unknown MIG profile {profile!r} in {name}; known profiles: {known}")
+    migs = {name: totals.pop(name) for name in list(totals) if name.startswith(MIG_PREFIX)}
+    for name in migs:
+        profile = name.removeprefix(MIG_PREFIX)
+        if profile not in known_mig_profiles():
+            known = ", ".join(sorted(known_mig_profiles()))
+            raise PodRequestError(f"unknown MIG profile {profile!r} in {name}; known profiles: {known}")
+    migs = {name: n for name, n in migs.items() if n > 0}
+    if len(migs) > 1:
+        raise PodRequestError(
+            f"asks for several MIG profiles ({', '.join(sorted(migs))}); a pod may use one MIG profile "
+            "(split it into pods, or ask for the larger profile)"
+        )
+    if migs and (gpus or milli):
+        raise PodRequestError(
+            f"asks for MIG instances ({next(iter(migs))}) and whole GPUs or a fraction; use one kind of GPU"
+        )
     if gpus and milli:
         raise PodRequestError(
             f"asks for both whole GPUs ({GPU}: {gpus}) and a fraction ({GPU_MILLI}: {milli}); "
@@ -171,7 +181,12 @@ def pod_request(pod: dict[str, Any]) -> PodRequest:
     if gpu_mem and not milli:
         raise PodRequestError(f"{GPU_MEMORY} is only meaningful with {GPU_MILLI} (a GPU fraction)")
     try:
-        if milli:
+        if migs:
+            ((name, n),) = migs.items()
+            request = Request(
+                cpu_milli=cpu, memory_mib=mem, mig_profile=name.removeprefix(MIG_PREFIX), mig_count=n
+            )
+        elif milli:
             request = Request(cpu_milli=cpu, memory_mib=mem, gpu_count=1, gpu_milli=milli)
         elif gpus:
             request = Request(cpu_milli=cpu, memory_mib=mem, gpu_count=gpus, gpu_milli=MILLI_PER_GPU)
@@ -186,7 +201,7 @@ def node_extended(allocatable: dict[str, Any]) -> dict[str, int]:
     """A node's allocatable countable resources other than the core ones."""
     out: dict[str, int] = {}
     for name, raw in allocatable.items():
-        if name in CORE_RESOURCES:
+        if name in CORE_RESOURCES or name.startswith(MIG_PREFIX):  # MIG: the placement core counts it
             continue
         try:
             out[name] = _amount(name, raw)

@@ -23,6 +23,8 @@ from simulator.metrics import ARRIVED_COLUMNS, discrete
 from simulator.replay import RunResult, run_inflation
 from simulator.trace import Trace
 
+SYNTHETIC_KINDS = ("openb", "mig")
+
 
 @dataclass(frozen=True)
 class TraceSource:
@@ -32,10 +34,16 @@ class TraceSource:
     pods: str | None = None
     synthetic_seed: int = 0
     synthetic_scale: float = 1.0
+    synthetic_kind: str = "openb"
+    """`openb` (the openb-like mix) or `mig` (inference on MIG + whole-GPU training)."""
 
     def __post_init__(self) -> None:
         if (self.nodes is None) != (self.pods is None):
             raise ValueError("give both a node file and a pod file, or neither (synthetic workload)")
+        if self.synthetic_kind not in SYNTHETIC_KINDS:
+            raise ValueError(
+                f"unknown synthetic workload {self.synthetic_kind!r}; known: {', '.join(SYNTHETIC_KINDS)}"
+            )
 
     @property
     def is_synthetic(self) -> bool:
@@ -47,6 +55,12 @@ class TraceSource:
 
 @lru_cache(maxsize=8)
 def _load(source: TraceSource) -> Trace:
+    if source.is_synthetic and source.synthetic_kind == "mig":
+        from simulator.traces.migmix import MigMixConfig, generate_mig_mix
+
+        scaled = max(1, round(MigMixConfig.nodes * source.synthetic_scale))
+        pods = max(1, round(MigMixConfig.pods * source.synthetic_scale))
+        return generate_mig_mix(MigMixConfig(seed=source.synthetic_seed, nodes=scaled, pods=pods))
     if source.is_synthetic:
         from simulator.traces.synthetic import SyntheticConfig, generate
 

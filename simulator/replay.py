@@ -40,8 +40,13 @@ class RunResult:
 
 
 def target_workload(trace: Trace) -> TargetWorkload:
-    """FGD's typical pods: from the original trace, before any tuning."""
-    return TargetWorkload.from_requests(p.request for p in sorted(trace.pods, key=lambda p: p.name))
+    """FGD's typical pods: from the original trace, before any tuning.
+
+    MIG requests are left out (they never use milli-GPU capacity; as GPU-less shapes they
+    would make every idle GPU look like a fragment) unless nothing else is left."""
+    pods = sorted(trace.pods, key=lambda p: p.name)
+    milli = [p.request for p in pods if not p.request.is_mig]
+    return TargetWorkload.from_requests(milli or [p.request for p in pods])
 
 
 def run_inflation(

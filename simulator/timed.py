@@ -75,7 +75,9 @@ from placement import (
     create_policy,
 )
 from placement.fit import feasible_mask, model_mask
+from placement.migplace import MigChoice, MigChooser
 from simulator.metrics import FragmentationRecorder
+from simulator.migmetrics import MigFragmentationMeter, mig_demand
 from simulator.replay import target_workload
 from simulator.trace import PodRecord, Trace
 
@@ -98,6 +100,8 @@ class TimedSeries:
     pending: np.ndarray  # int64, queue length
     running: np.ndarray  # int64, placed pods still running
     total_milli: int
+    mig_frag_slices: np.ndarray | None = None
+    """MIG fragmentation summed over the GPUs in MIG mode (memory slices); None without MIG nodes."""
 
     def __len__(self) -> int:
         return len(self.time)
@@ -110,8 +114,10 @@ class TimedSeries:
 
     @property
     def frag_ratio(self) -> np.ndarray:
+        # Totals are running sums of per-node differences: a full cluster's idle is ~1e-12,
+        # not 0, so "nothing idle" is anything below a millionth of a milli-GPU.
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(self.idle_milli > 0, self.frag_milli / self.idle_milli, 0.0)
+            return np.where(self.idle_milli > 1e-6, self.frag_milli / self.idle_milli, 0.0)
 
     def at(self, times: np.ndarray) -> TimedSeries:
         """The step function's values at `times` (state after every event at or before it)."""
@@ -125,6 +131,7 @@ class TimedSeries:
             pending=self.pending[rows],
             running=self.running[rows],
             total_milli=self.total_milli,
+            mig_frag_slices=None if self.mig_frag_slices is None else self.mig_frag_slices[rows],
         )
 
     def time_weights(self) -> np.ndarray:
@@ -216,21 +223,45 @@ class TimedResult:
             "retry_passes": float(self.retry_passes),
             "retry_attempts": float(self.retry_attempts),
             "span_s": float(steps.time[-1] - steps.time[0]) if len(steps) else 0.0,
+            **self._mig_summary(),
+        }
+
+    def _mig_summary(self) -> dict[str, float]:
+        frag = self.steps.mig_frag_slices
+        if frag is None:
+            return {}
+        return {
+            "mig_frag_slices_mean": self.steps.time_average(frag),
+            "mig_frag_slices_peak": float(frag.max()) if len(frag) else 0.0,
         }
 
 
-def _requirement(request: Request) -> tuple[int, int, int, int, frozenset[str] | None]:
-    """(cpu, memory, GPU count, per-GPU milli, allowed models or None for any)."""
+def _requirement(request: Request) -> tuple[int, int, int, int, frozenset[str] | None, str, int]:
+    """(cpu, memory, GPU count, per-GPU milli, allowed models or None for any, MIG profile, MIG count)."""
     models = frozenset(m for m in request.gpu_models if m) or None
-    return (request.cpu_milli, request.memory_mib, request.gpu_count, request.gpu_milli, models)
+    return (
+        request.cpu_milli,
+        request.memory_mib,
+        request.gpu_count,
+        request.gpu_milli,
+        models,
+        request.mig_profile,
+        request.mig_count,
+    )
 
 
 def _needs_at_least(big: tuple, small: tuple) -> bool:
     """True when `big` can fit only where `small` fits too (so `small` failing dooms `big`)."""
-    cpu, mem, count, milli, models = big
-    s_cpu, s_mem, s_count, s_milli, s_models = small
+    cpu, mem, count, milli, models, profile, instances = big
+    s_cpu, s_mem, s_count, s_milli, s_models, s_profile, s_instances = small
     if cpu < s_cpu or mem < s_mem:
         return False
+    if s_instances or instances:  # MIG rooms are not ordered against milli-GPU: same profile only
+        if s_instances == 0 and s_count == 0:
+            return True
+        if profile != s_profile or instances < s_instances:
+            return False
+        return s_models is None or (models is not None and models <= s_models)
     if s_count == 0:
         return True  # the small one needs no GPU: the big one needs cpu/memory/pod slot at least as much
     if count < s_count or milli < s_milli:
@@ -392,8 +423,14 @@ def run_timed(
     samples: int = 200,
     progress: Callable[[int], None] | None = None,
     on_missing_creation: MissingCreation = "error",
+    mig_choice: MigChoice = "aware",
+    mig_reconfig_s: float = 0.0,
 ) -> TimedResult:
     """Replay `trace` in time with departures; see the module docstring for the rules.
+
+    MIG requests are placed by `mig_choice` (`placement.migplace`); a placement that
+    creates MIG instances (its assignment carries `MigPlan`s) holds its capacity at once
+    but starts `mig_reconfig_s` later, the time the reconfiguration takes to apply.
 
     Nodes are in name order (score ties go to the lowest name); `seed` feeds the
     policy's random source (only the random policies use it). `progress(n)` is
@@ -407,11 +444,18 @@ def run_timed(
         raise ValueError(f"retry_limit must be at least 1, got {retry_limit}")
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
+    if mig_reconfig_s < 0:
+        raise ValueError(f"mig_reconfig_s must be >= 0 seconds, got {mig_reconfig_s}")
     arrivals, departures, zero, skipped = _timeline(trace, on_missing_creation)
 
     state = ClusterState(sorted(trace.nodes, key=lambda n: n.name))
     target = target_workload(trace)
-    placer = Placer(state, create_policy(policy, PolicyContext(rng=NumpyInts(seed), target=target)))
+    demand = mig_demand(trace)
+    placer = Placer(
+        state,
+        create_policy(policy, PolicyContext(rng=NumpyInts(seed), target=target)),
+        MigChooser(mig_choice, demand),
+    )
     queue = _Queue(state)
     expiries: list[tuple[float, int, str]] = []  # (deadline, arrival seq, pod)
     released: set[int] = set()  # nodes released since the last complete retry pass
@@ -426,6 +470,8 @@ def run_timed(
     # Fragmentation is evaluated after the run from snapshots of the nodes that changed
     # at each step; per step that costs one version compare.
     recorder = FragmentationRecorder(Fragmentation(target, state), state)
+    mig_meter = MigFragmentationMeter(state, demand) if state.mig.capable.any() else None
+    rows_mig_frag: list[float] = []
     seen_version = state.version.copy()
     rows_t: list[float] = []
     rows_alloc: list[int] = []
@@ -437,6 +483,8 @@ def run_timed(
         nonlocal allocated
         state.allocate(assignment)
         allocated += assignment.request.total_gpu_milli
+        if assignment.mig_plans:
+            now += mig_reconfig_s
         start_time[pod] = now
         delays.append(now - created)
         outcome[pod] = PLACED
@@ -533,6 +581,10 @@ def run_timed(
         if changed.size:
             seen_version[changed] = state.version[changed]
             recorder.record(len(rows_t), changed)
+            if mig_meter is not None:
+                mig_meter.update(changed)
+        if mig_meter is not None:
+            rows_mig_frag.append(mig_meter.total)
         rows_t.append(now)
         rows_alloc.append(allocated)
         rows_pending.append(len(queue))
@@ -554,6 +606,7 @@ def run_timed(
         pending=np.array(rows_pending, dtype=np.int64),
         running=np.array(rows_running, dtype=np.int64),
         total_milli=total_milli,
+        mig_frag_slices=np.array(rows_mig_frag, dtype=np.float64) if mig_meter is not None else None,
     )
     grid = steps.at(np.linspace(steps.time[0], steps.time[-1], samples)) if len(steps) else steps
     return TimedResult(

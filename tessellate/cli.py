@@ -41,6 +41,7 @@ plus failed_pods.csv with the reason each unplaced pod was refused.
 EPILOG_TIMED = """\
 examples:
   tessellate sim timed --policy fgd --out out/timed         # synthetic workload
+  tessellate sim timed --synthetic-kind mig --mig-choice firstfit --max-wait 0 --out out/mig
   tessellate sim timed --nodes N.csv --pods P.csv --policy bestfit --max-wait 3600 --out out/
 
 Writes timeseries.csv (time, allocation ratio, fragmentation, pending, running),
@@ -116,6 +117,13 @@ def _trace_options(parser: argparse.ArgumentParser, many_pods: bool, tune: bool 
         help="size of the synthetic workload relative to the openb cluster (default 1.0 = 1213 nodes)",
     )
     group.add_argument("--synthetic-seed", type=int, default=0, metavar="S", help="synthetic workload seed")
+    group.add_argument(
+        "--synthetic-kind",
+        choices=("openb", "mig"),
+        default="openb",
+        help="synthetic workload: openb-like (default) or mig (MIG inference + whole-GPU training; "
+        "scale 1.0 = 16 nodes x 8 GPUs, 3000 pods)",
+    )
     if not tune:
         return
     parser.add_argument(
@@ -177,6 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="a pod waiting longer than this counts as failed (default: waits until it departs)",
     )
     timed.add_argument("--samples", type=int, default=200, help="points in the time series (default 200)")
+    timed.add_argument(
+        "--mig-choice",
+        choices=("aware", "firstfit"),
+        default="aware",
+        help="where MIG instances go: least MIG fragmentation growth (default) or first fit",
+    )
+    timed.add_argument(
+        "--mig-reconfig-s",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="a pod whose MIG instances must be created starts this much later (default 0)",
+    )
     timed.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
 
     compare = sim_commands.add_parser(
@@ -209,7 +230,13 @@ def _sources(args: argparse.Namespace) -> list:
     if bool(args.nodes) != bool(pods):
         raise UsageError("give both --nodes and --pods, or neither for the synthetic workload")
     if not pods:
-        return [TraceSource(synthetic_seed=args.synthetic_seed, synthetic_scale=args.synthetic_scale)]
+        return [
+            TraceSource(
+                synthetic_seed=args.synthetic_seed,
+                synthetic_scale=args.synthetic_scale,
+                synthetic_kind=args.synthetic_kind,
+            )
+        ]
     return [TraceSource(nodes=str(args.nodes), pods=str(p)) for p in pods]
 
 
@@ -319,6 +346,8 @@ def cmd_sim_timed(args: argparse.Namespace) -> None:
             max_wait=args.max_wait,
             samples=args.samples,
             progress=lambda n: progress.update(task, advance=n),
+            mig_choice=args.mig_choice,
+            mig_reconfig_s=args.mig_reconfig_s,
         )
         seconds = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
@@ -331,6 +360,7 @@ def cmd_sim_timed(args: argparse.Namespace) -> None:
             "frag_ratio": grid.frag_ratio,
             "pending": grid.pending,
             "running": grid.running,
+            **({} if grid.mig_frag_slices is None else {"mig_frag_slices": grid.mig_frag_slices}),
         }
     ).to_csv(args.out / "timeseries.csv", index=False)
     pd.DataFrame(

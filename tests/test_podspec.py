@@ -65,9 +65,10 @@ def test_containers_add_up_and_init_containers_take_the_max() -> None:
     assert r.request.cpu_milli == 3100
 
 
-def test_mig_profiles_are_extended_resources() -> None:
-    r = pod_request(pod({"limits": {"nvidia.com/mig-3g.40gb": "1"}}))
-    assert r.extended == {"nvidia.com/mig-3g.40gb": 1}
+def test_a_mig_limit_becomes_a_mig_request() -> None:
+    r = pod_request(pod({"limits": {"nvidia.com/mig-3g.40gb": "2"}}))
+    assert (r.request.mig_profile, r.request.mig_count) == ("3g.40gb", 2)
+    assert r.extended == {}
     assert r.request.gpu_count == 0
 
 
@@ -78,6 +79,8 @@ def test_mig_profiles_are_extended_resources() -> None:
         ({"tessellate.dev/gpu-milli": "1000"}, "for whole GPUs use nvidia.com/gpu"),
         ({"nvidia.com/gpu": "1", "tessellate.dev/gpu-milli": "300"}, "both whole GPUs"),
         ({"nvidia.com/mig-5g.99gb": "1"}, "unknown MIG profile '5g.99gb'"),
+        ({"nvidia.com/mig-1g.10gb": "1", "nvidia.com/mig-3g.40gb": "1"}, "several MIG profiles"),
+        ({"nvidia.com/mig-1g.10gb": "1", "nvidia.com/gpu": "1"}, "use one kind of GPU"),
         ({"nvidia.com/gpu": "1.5"}, "whole number"),
         ({"cpu": "lots"}, "not a Kubernetes quantity"),
         ({"tessellate.dev/gpu-memory-mib": "100"}, "only meaningful with"),
