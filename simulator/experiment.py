@@ -19,11 +19,13 @@ import numpy as np
 import pandas as pd
 
 from placement import POLICIES
+from simulator.interconnect import InterconnectQuality, interconnect_quality
 from simulator.metrics import ARRIVED_COLUMNS, discrete
 from simulator.replay import RunResult, run_inflation
+from simulator.scenarios import SCENARIOS, scenario_trace
 from simulator.trace import Trace
 
-SYNTHETIC_KINDS = ("openb", "mig")
+SYNTHETIC_KINDS = ("openb", "mig", "mixed-topology", "nvswitch-spot")
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,8 @@ class TraceSource:
     synthetic_seed: int = 0
     synthetic_scale: float = 1.0
     synthetic_kind: str = "openb"
-    """`openb` (the openb-like mix) or `mig` (inference on MIG + whole-GPU training)."""
+    """`openb` (the openb-like mix), `mig` (inference on MIG + whole-GPU training), or a
+    topology scenario of simulator/scenarios.py (`mixed-topology`, `nvswitch-spot`)."""
 
     def __post_init__(self) -> None:
         if (self.nodes is None) != (self.pods is None):
@@ -61,6 +64,8 @@ def _load(source: TraceSource) -> Trace:
         scaled = max(1, round(MigMixConfig.nodes * source.synthetic_scale))
         pods = max(1, round(MigMixConfig.pods * source.synthetic_scale))
         return generate_mig_mix(MigMixConfig(seed=source.synthetic_seed, nodes=scaled, pods=pods))
+    if source.is_synthetic and source.synthetic_kind in SCENARIOS:
+        return scenario_trace(source.synthetic_kind, seed=source.synthetic_seed)
     if source.is_synthetic:
         from simulator.traces.synthetic import SyntheticConfig, generate
 
@@ -94,6 +99,8 @@ class RunRecord:
     pods: int
     failed_pods: int
     seconds: float
+    interconnect: InterconnectQuality | None = None
+    """Multi-GPU pods' wiring quality, on clusters whose topology is known."""
 
 
 def paper_label(policy: str) -> str:
@@ -117,6 +124,7 @@ def record_of(result: RunResult, seconds: float) -> RunRecord:
         pods=len(result.series.placed),
         failed_pods=len(result.failures),
         seconds=seconds,
+        interconnect=quality if (quality := interconnect_quality(result.state)).multi_gpu_pods else None,
     )
 
 
@@ -179,4 +187,12 @@ def frames(records: Iterable[RunRecord]) -> tuple[pd.DataFrame, pd.DataFrame, pd
             "seconds": [r.seconds for r in records],
         }
     )
+    if any(r.interconnect is not None for r in records):  # clusters with known GPU wiring
+        nan = float("nan")
+        extra["multi_gpu_on_best_set_pct"] = [
+            100 * r.interconnect.share_on_best if r.interconnect else nan for r in records
+        ]
+        extra["multi_gpu_bottleneck_gbps"] = [
+            r.interconnect.mean_bandwidth if r.interconnect else nan for r in records
+        ]
     return frame("alloc", True), frame("frag", False), frame("frag_ratio", False), extra

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from placement import POLICIES, InvalidRequestError
 from placement.catalogue import UnknownGpuModelError
+from simulator.experiment import SYNTHETIC_KINDS
 from simulator.trace import TraceError
 from tessellate.agent_cli import add_agent_command, run_agent_command
 from tessellate.mig_cli import add_mig_commands, run_mig_command
@@ -119,10 +120,12 @@ def _trace_options(parser: argparse.ArgumentParser, many_pods: bool, tune: bool 
     group.add_argument("--synthetic-seed", type=int, default=0, metavar="S", help="synthetic workload seed")
     group.add_argument(
         "--synthetic-kind",
-        choices=("openb", "mig"),
+        choices=SYNTHETIC_KINDS,
         default="openb",
-        help="synthetic workload: openb-like (default) or mig (MIG inference + whole-GPU training; "
-        "scale 1.0 = 16 nodes x 8 GPUs, 3000 pods)",
+        help="synthetic workload: openb-like (default); mig (MIG inference + whole-GPU training; "
+        "scale 1.0 = 16 nodes x 8 GPUs, 3000 pods); mixed-topology (DGX-1, PCIe-bridged, PCIe-only "
+        "and NVSwitch nodes) or nvswitch-spot (the spot-gpu-2026 NVSwitch nodes, from ../shared), "
+        "both with 30%% multi-GPU training jobs: compare fgd-blind, fgd and fgd-topo there",
     )
     if not tune:
         return

@@ -92,3 +92,16 @@ def test_unknown_policy_is_refused_with_the_choices(capsys):
 )
 def test_seed_ranges(text, seeds):
     assert parse_seeds(text) == seeds
+
+
+def test_sim_compare_shows_topology_aware_against_blind_side_by_side(tmp_path, capsys):
+    code = main([
+        "sim", "compare", "--synthetic-kind", "mixed-topology", "--policies", "fgd-blind,fgd",
+        "--seeds", "42", "--workers", "1", "--out", str(tmp_path),
+    ])  # fmt: skip
+    assert code == 0
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index("sc_policy")
+    on_best = summary["multi_gpu_on_best_set_pct_mean"]
+    assert on_best["06-FGD"] == 100.0 and on_best["fgd-blind"] < 100.0
+    assert summary.loc["06-FGD", "alloc_at_130_mean"] == summary.loc["fgd-blind", "alloc_at_130_mean"]
+    assert "best set" in capsys.readouterr().out  # the new columns reach the terminal table

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from placement.devices import first_free
 from placement.model import MILLI_PER_GPU, Request
 from placement.policies.base import register
 from placement.policies.fgd import FgdPolicy
@@ -49,3 +50,17 @@ class TopologyAwareFgd(FgdPolicy):
         masks = free_masks(state.gpu_left[nodes] == MILLI_PER_GPU)
         topo = scores_for_nodes(self._index, masks, request.gpu_count, nodes=nodes)
         return np.rint((1.0 - self.weight) * fgd + self.weight * 100.0 * topo).astype(np.int64)
+
+
+@register
+class TopologyBlindFgd(FgdPolicy):
+    """FGD that ignores GPU wiring entirely: the baseline topology awareness is measured against."""
+
+    name = "fgd-blind"
+    paper_name = None
+    description = "FGD with first-free GPUs even where the node's wiring is known (a baseline)"
+
+    def choose_gpus(self, state: ClusterState, node: int, request: Request) -> tuple[int, ...]:
+        if request.gpu_count and not request.is_fraction and not request.is_mig:
+            return first_free(state, node, request.gpu_count)
+        return super().choose_gpus(state, node, request)
