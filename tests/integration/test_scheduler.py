@@ -42,13 +42,21 @@ IMPOSSIBLE = [
 ]
 
 
-def make_nodes(api: KubeClient, prefix: str, count: int, gpus: int = 8) -> dict[str, int]:
+def node_group(
+    api: KubeClient, prefix: str, count: int, gpus: int = 8
+) -> tuple[dict[str, int], dict[str, str]]:
+    """`count` fresh GPU nodes labelled as one group: (GPUs per node name, the group's nodeSelector).
+
+    Tests share one API server, so each test's pods select its own nodes.
+    """
+    group = cluster.unique(prefix)
+    selector = {"group": group}
     names = {}
     for i in range(count):
-        node, status = cluster.gpu_node(f"{prefix}-{i:03d}", gpus=gpus)
+        node, status = cluster.gpu_node(f"{group}-{i:03d}", gpus=gpus, labels=selector)
         cluster.create_node(api, node, status)
         names[node["metadata"]["name"]] = gpus
-    return names
+    return names, selector
 
 
 def mixed_pods(namespace: str, count: int, seed: int, selector: dict[str, str]) -> list[dict]:
@@ -82,11 +90,7 @@ def test_mixed_workload_under_the_manifests_rbac(
     control_plane: cluster.ControlPlane, admin: KubeClient, namespace: str, tmp_path: Path
 ) -> None:
     """50 nodes x 8 GPUs, 500 mixed pods: all feasible bound, none over-committed, the rest explained."""
-    group = cluster.unique("mix")
-    nodes = make_nodes(admin, group, 50)
-    selector = {"group": group}
-    for name in nodes:
-        admin.patch(f"/api/v1/nodes/{name}", {"metadata": {"labels": selector}})
+    nodes, selector = node_group(admin, "mix", 50)
     feasible = mixed_pods(namespace, 490, seed=7, selector=selector)
     impossible = []
     for i, (extra, _) in enumerate(IMPOSSIBLE * 2):
@@ -136,11 +140,7 @@ def test_mixed_workload_under_the_manifests_rbac(
 def test_kill_9_mid_stream_then_restart_loses_and_doubles_nothing(
     admin: KubeClient, namespace: str, control_plane: cluster.ControlPlane, tmp_path: Path
 ) -> None:
-    group = cluster.unique("k9")
-    nodes = make_nodes(admin, group, 30)
-    selector = {"group": group}
-    for name in nodes:
-        admin.patch(f"/api/v1/nodes/{name}", {"metadata": {"labels": selector}})
+    nodes, selector = node_group(admin, "k9", 30)
     pods = mixed_pods(namespace, 250, seed=11, selector=selector)
     cluster.create_pods(admin, pods)
     settings = {"leaderElection": {"leaderElect": False}, "schedulerName": "tessellate"}
@@ -178,11 +178,7 @@ def lease_holder(api: KubeClient, name: str) -> str | None:
 def test_two_replicas_one_leads_and_the_other_takes_over_after_kill_9(
     admin: KubeClient, namespace: str, control_plane: cluster.ControlPlane, tmp_path: Path
 ) -> None:
-    group = cluster.unique("ha")
-    nodes = make_nodes(admin, group, 20)
-    selector = {"group": group}
-    for name in nodes:
-        admin.patch(f"/api/v1/nodes/{name}", {"metadata": {"labels": selector}})
+    nodes, selector = node_group(admin, "ha", 20)
     rbac.apply_manifests(control_plane)  # the Lease's namespace
     lease = cluster.unique("lease")
     le = {
@@ -226,11 +222,8 @@ def test_two_replicas_one_leads_and_the_other_takes_over_after_kill_9(
 def test_bad_assignment_annotation_gets_an_event_and_the_scheduler_keeps_going(
     admin: KubeClient, namespace: str, control_plane: cluster.ControlPlane, tmp_path: Path
 ) -> None:
-    group = cluster.unique("bad")
-    nodes = make_nodes(admin, group, 1, gpus=2)
+    nodes, selector = node_group(admin, "bad", 1, gpus=2)
     node = next(iter(nodes))
-    selector = {"group": group}
-    admin.patch(f"/api/v1/nodes/{node}", {"metadata": {"labels": selector}})
     broken = cluster.pod("broken", namespace, limits={"nvidia.com/gpu": "1"}, scheduler="someone-else")
     cluster.create_pods(admin, [broken])
     admin.post(
