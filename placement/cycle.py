@@ -16,7 +16,8 @@ from placement.state import ClusterState
 
 
 class ScoreCache:
-    """Per request shape, each node's last score and the node version it was computed at.
+    """Per request score key (its shape, plus GPU memory if bounded), each node's last score
+    and the node version it was computed at.
 
     A placement changes one node, so nearly every score can be reused for the next
     pod of the same shape; only nodes whose version moved are rescored.
@@ -27,11 +28,11 @@ class ScoreCache:
         self._entries: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     def scores(self, policy: Policy, request: Request, nodes: np.ndarray) -> np.ndarray:
-        entry = self._entries.get(request.shape)
+        entry = self._entries.get(request.score_key)
         if entry is None:
             n = len(self.state)
             entry = (np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int64))
-            self._entries[request.shape] = entry
+            self._entries[request.score_key] = entry
         values, versions = entry
         stale = nodes[versions[nodes] != self.state.version[nodes]]
         if stale.size:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from placement.model import MILLI_PER_GPU
+from placement.model import MILLI_PER_GPU, Request
 from placement.rng import IntSource
 from placement.state import ClusterState
 
@@ -15,17 +15,30 @@ def first_free(state: ClusterState, node: int, count: int) -> tuple[int, ...]:
     return tuple(int(i) for i in free)
 
 
-def tightest_fit(state: ClusterState, node: int, milli: int) -> int:
-    """The GPU with the least free share that still holds `milli`; ties to the lowest index."""
+def fraction_fits(state: ClusterState, node: int, request: Request) -> np.ndarray:
+    """Per GPU of `node`: can it take the fraction (milli-GPU, and GPU memory and a sharer
+    slot where those are bounded)?"""
+    fits = state.gpu_left[node] >= request.gpu_milli
+    room = state.fraction_room(request, node)
+    return fits if room is None else fits & room
+
+
+def tightest_fit(state: ClusterState, node: int, request: Request) -> int:
+    """The GPU with the least free share that still holds the fraction; ties to the lowest index.
+
+    When none does, the tightest by milli-GPU alone (or GPU 0), so that `allocate`'s refusal
+    names the bound that is short."""
     left = state.gpu_left[node]
-    candidates = np.where(left >= milli, left, MILLI_PER_GPU + 1)
-    return int(np.argmin(candidates))
+    fits = fraction_fits(state, node, request)
+    if not fits.any():
+        fits = left >= request.gpu_milli
+    return int(np.argmin(np.where(fits, left, MILLI_PER_GPU + 1)))
 
 
-def random_fit(state: ClusterState, node: int, milli: int, rng: IntSource) -> int:
-    """Reservoir-sample a GPU that holds `milli` (one draw per candidate, like the artifact)."""
+def random_fit(state: ClusterState, node: int, request: Request, rng: IntSource) -> int:
+    """Reservoir-sample a GPU that holds the fraction (one draw per candidate, like the artifact)."""
     chosen = -1
-    for seen, gpu in enumerate(np.flatnonzero(state.gpu_left[node] >= milli), start=1):
+    for seen, gpu in enumerate(np.flatnonzero(fraction_fits(state, node, request)), start=1):
         if rng.intn(seen) == 0:
             chosen = int(gpu)
     return chosen

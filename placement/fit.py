@@ -23,6 +23,8 @@ REASON_NO_GPU = "node(s) had no GPU"
 REASON_MODEL = "node(s) didn't match the requested GPU model"
 REASON_GPU = "Insufficient nvidia.com/gpu"
 REASON_GPU_SHARE = "Insufficient GPU share (no GPU with enough free milli-GPU)"
+REASON_GPU_SHARE_MEMORY = "Insufficient GPU memory for the fraction"
+REASON_GPU_SHARERS = "GPU sharer limit reached"
 
 
 def model_mask(state: ClusterState, models: tuple[str, ...]) -> np.ndarray:
@@ -41,11 +43,34 @@ def model_mask(state: ClusterState, models: tuple[str, ...]) -> np.ndarray:
 def gpu_fit_mask(state: ClusterState, request: Request) -> np.ndarray:
     """Nodes with enough GPUs that each have at least `gpu_milli` free."""
     g, n = request.gpu_milli, request.gpu_count
+    if request.is_fraction:
+        room = state.fraction_room(request)
+        if room is not None:
+            return ((state.gpu_left >= g) & room).any(axis=1)
     if n == 1:
         return state.gpu_max_left >= g
     if g == MILLI_PER_GPU:
         return state.gpu_free_count >= n
     return (state.gpu_left >= g).sum(axis=1) >= n
+
+
+def _gpu_failures(state: ClusterState, request: Request) -> dict[str, np.ndarray]:
+    """Per reason, the nodes whose GPUs cannot take the request; a fraction's node gives
+    the first bound it fails: milli-GPU, then GPU memory, then a sharer slot."""
+    if not request.is_fraction:
+        return {REASON_GPU: ~gpu_fit_mask(state, request)}
+    milli = state.gpu_left >= request.gpu_milli
+    room = state.fraction_room(request)
+    if room is None:
+        return {REASON_GPU_SHARE: ~milli.any(axis=1)}
+    memory = state.gpu_mem_left >= request.gpu_memory_mib
+    short_milli = ~milli.any(axis=1)
+    short_memory = ~short_milli & ~(milli & memory).any(axis=1)
+    return {
+        REASON_GPU_SHARE: short_milli,
+        REASON_GPU_SHARE_MEMORY: short_memory,
+        REASON_GPU_SHARERS: ~short_milli & ~short_memory & ~(milli & room).any(axis=1),
+    }
 
 
 def mig_reason(request: Request) -> str:
@@ -82,11 +107,9 @@ def explain(state: ClusterState, request: Request, among: np.ndarray | None = No
     if request.gpu_count:
         has_gpu = state.gpu_count > 0
         model_ok = model_mask(state, request.gpu_models)
-        gpu_reason = REASON_GPU_SHARE if request.is_fraction else REASON_GPU
+        checks += [(REASON_NO_GPU, ~has_gpu), (REASON_MODEL, has_gpu & ~model_ok)]
         checks += [
-            (REASON_NO_GPU, ~has_gpu),
-            (REASON_MODEL, has_gpu & ~model_ok),
-            (gpu_reason, has_gpu & model_ok & ~gpu_fit_mask(state, request)),
+            (reason, has_gpu & model_ok & failed) for reason, failed in _gpu_failures(state, request).items()
         ]
     elif request.is_mig:
         has_gpu = state.gpu_count > 0

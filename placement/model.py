@@ -106,10 +106,19 @@ class NodeSpec:
     """How the GPUs are wired (NVLink/NVSwitch/PCIe/NUMA); None when unknown."""
     mig: MigSpec | None = None
     """MIG partitions and mode; None: the node's GPUs take no MIG requests."""
+    gpu_memory_mib: int = 0
+    """Memory of each GPU in MiB; 0: unknown, so memory never limits fractions here."""
+    max_sharers: int = 0
+    """Most fractions one GPU may hold at once; 0: unlimited."""
 
     def __post_init__(self) -> None:
         if self.cpu_milli < 0 or self.memory_mib < 0:
             raise ValueError(f"node {self.name}: negative capacity")
+        if self.gpu_memory_mib < 0 or self.max_sharers < 0:
+            raise ValueError(
+                f"node {self.name}: negative GPU memory ({self.gpu_memory_mib}MiB) "
+                f"or sharer limit ({self.max_sharers})"
+            )
         if self.gpu_count < 0:
             raise ValueError(f"node {self.name}: negative GPU count {self.gpu_count}")
         if self.gpu_count > 0 and not self.gpu_model:
@@ -145,7 +154,8 @@ class Request:
     ``gpu_count >= 1``; a fraction has ``gpu_count == 1`` and ``gpu_milli`` in
     1..999. A MIG request has ``mig_count >= 1`` instances of ``mig_profile`` (e.g.
     ``3g.40gb``) and no whole or fractional GPU. ``gpu_models`` lists the allowed GPU
-    models (empty: any model); duplicates are allowed and harmless.
+    models (empty: any model); duplicates are allowed and harmless. A fraction may
+    also bound its GPU memory (``gpu_memory_mib``, 0: not bounded).
     """
 
     cpu_milli: int
@@ -155,12 +165,15 @@ class Request:
     gpu_models: tuple[str, ...] = ()
     mig_profile: str = ""
     mig_count: int = 0
+    gpu_memory_mib: int = 0
 
     def __post_init__(self) -> None:
         if self.cpu_milli < 0 or self.memory_mib < 0:
             raise InvalidRequestError(
                 f"negative CPU or memory request (cpu={self.cpu_milli}m, memory={self.memory_mib}Mi)"
             )
+        if self.gpu_memory_mib:
+            self._check_gpu_memory()
         if self.mig_profile or self.mig_count:
             self._check_mig()
         if self.gpu_count < 0:
@@ -176,6 +189,15 @@ class Request:
         if self.gpu_milli < MILLI_PER_GPU and self.gpu_count != 1:
             raise InvalidRequestError(
                 f"a GPU fraction ({self.gpu_milli}m) must ask for exactly one GPU, got {self.gpu_count}"
+            )
+
+    def _check_gpu_memory(self) -> None:
+        if self.gpu_memory_mib < 0:
+            raise InvalidRequestError(f"negative GPU memory request ({self.gpu_memory_mib}MiB)")
+        if not (self.gpu_count == 1 and 0 < self.gpu_milli < MILLI_PER_GPU):
+            raise InvalidRequestError(
+                f"gpu_memory_mib={self.gpu_memory_mib} only bounds a GPU fraction (gpu_count=1, "
+                f"gpu_milli 1..{MILLI_PER_GPU - 1}); got {self.gpu_count} x {self.gpu_milli}m"
             )
 
     def _check_mig(self) -> None:
@@ -218,6 +240,14 @@ class Request:
         """What scoring depends on: every policy ignores memory (the filter checks it)."""
         return (self.cpu_milli, self.gpu_milli, self.gpu_count, self.gpu_models)
 
+    @property
+    def score_key(self) -> tuple:
+        """What a node's score and GPU choice depend on: the shape, plus GPU memory when bounded
+        (it changes which GPUs a fraction may use); equal to `shape` when unbounded."""
+        if self.gpu_memory_mib:
+            return (*self.shape, self.gpu_memory_mib)
+        return self.shape
+
     def describe(self) -> str:
         gpu = "no GPU"
         if self.mig_count:
@@ -226,6 +256,8 @@ class Request:
                 gpu += f" ({'|'.join(self.gpu_models)})"
         if self.gpu_count:
             gpu = f"{self.gpu_count} x {self.gpu_milli}m GPU"
+            if self.gpu_memory_mib:
+                gpu += f" with {self.gpu_memory_mib}MiB"
             if self.gpu_models:
                 gpu += f" ({'|'.join(self.gpu_models)})"
         return f"cpu {self.cpu_milli}m, memory {self.memory_mib}Mi, {gpu}"

@@ -12,10 +12,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from placement.migstate import MigAllocationError, MigBook
-from placement.model import MILLI_PER_GPU, Assignment, NodeSpec
+from placement.model import MILLI_PER_GPU, Assignment, NodeSpec, Request
 
 SHARE_TAG = 0
 """Affinity-tag column for sharing (fractional) pods; column n is `n-gpu` pods."""
+
+UNBOUNDED = 1 << 62
+"""Free GPU memory (MiB) and sharer limit of a GPU where neither is known or set: never limits."""
 
 
 class OverCommitError(ValueError):
@@ -63,6 +66,16 @@ class ClusterState:
             mode = self.mig.in_mig_mode(node)
             self.gpu_left[node, : len(mode)][mode] = 0
         self.affinity = np.zeros((n, self.max_gpus + 1), dtype=np.int64)
+        # Fraction bounds: free GPU memory and sharer count per GPU. The flags stay False
+        # unless some node knows its GPU memory or limits sharers, so that unbounded
+        # clusters (the FGD paper's) take exactly the paths they took before.
+        mem = np.array([node.gpu_memory_mib or UNBOUNDED for node in self.nodes], dtype=np.int64)
+        self.gpu_mem_left = np.where(self.gpu_exists, mem[:, None], 0).astype(np.int64)
+        sharers = np.array([node.max_sharers or UNBOUNDED for node in self.nodes], dtype=np.int64)
+        self.sharer_cap = np.broadcast_to(sharers[:, None], self.gpu_left.shape)
+        self.gpu_sharers = np.zeros_like(self.gpu_left)
+        self.gpu_memory_known = any(node.gpu_memory_mib and node.gpu_count for node in self.nodes)
+        self.sharers_limited = any(node.max_sharers and node.gpu_count for node in self.nodes)
         self.version = np.zeros(n, dtype=np.int64)
         # Derived per-node summaries, kept in step with gpu_left:
         self.gpu_total_left = self.gpu_left.sum(axis=1)
@@ -82,6 +95,22 @@ class ClusterState:
         """Milli-GPU in use; a GPU in MIG mode counts its busy instances' compute share."""
         mig_idle = self.mig.mode_gpus * MILLI_PER_GPU - self.mig.used_milli
         return self.total_gpu_milli - int(self.gpu_total_left.sum()) - mig_idle
+
+    def fraction_room(
+        self, request: Request, nodes: np.ndarray | int | slice = slice(None)
+    ) -> np.ndarray | None:
+        """Per GPU of `nodes`: True where the fraction's GPU memory and a sharer slot are free.
+
+        None when nothing bounds this fraction (no memory asked or none known, no sharer
+        limit), so callers keep their milli-only fast path.
+        """
+        bounded_memory = request.gpu_memory_mib > 0 and self.gpu_memory_known
+        if not (bounded_memory or self.sharers_limited):
+            return None
+        room = self.gpu_sharers[nodes] < self.sharer_cap[nodes]
+        if bounded_memory:
+            room &= self.gpu_mem_left[nodes] >= request.gpu_memory_mib
+        return room
 
     def allocate(self, assignment: Assignment) -> None:
         """Commit a placement; refuse (and change nothing) if it over-commits anything."""
@@ -132,11 +161,24 @@ class ClusterState:
                 raise OverCommitError(
                     f"{where}: GPU {gpu} has {self.gpu_left[node, gpu]}m free, needs {req.gpu_milli}m"
                 )
+            if req.is_fraction:
+                self._check_share(where, node, gpu, req)
         wanted = {m for m in req.gpu_models if m}  # blank names constrain nothing, as in the filter
         if (req.gpu_count or req.is_mig) and wanted:
             model = self.nodes[node].gpu_model
             if model not in wanted:
                 raise OverCommitError(f"{where}: GPU model {model} not in {req.gpu_models}")
+
+    def _check_share(self, where: str, node: int, gpu: int, req: Request) -> None:
+        """A fraction also needs a sharer slot and its GPU memory on the GPU."""
+        sharers, cap = self.gpu_sharers[node, gpu], self.sharer_cap[node, gpu]
+        if sharers >= cap:
+            raise OverCommitError(f"{where}: GPU {gpu} already has {sharers} sharers (limit {cap})")
+        free = self.gpu_mem_left[node, gpu]
+        if free < req.gpu_memory_mib:
+            raise OverCommitError(
+                f"{where}: GPU {gpu} has {free}MiB GPU memory free, needs {req.gpu_memory_mib}MiB"
+            )
 
     def _apply(self, a: Assignment, sign: int) -> None:
         req, node = a.request, a.node
@@ -148,6 +190,9 @@ class ClusterState:
             self.gpu_left[node, gpus] += sign * req.gpu_milli
             tag = SHARE_TAG if req.is_fraction else req.gpu_count
             self.affinity[node, tag] -= sign
+            if req.is_fraction:
+                self.gpu_sharers[node, gpus] -= sign
+                self.gpu_mem_left[node, gpus] += sign * req.gpu_memory_mib
             self._summarise_gpus(node)
         self.version[node] += 1
 

@@ -46,7 +46,9 @@ class Scheduler:
         self.lost_leadership = False
         self.metrics = SchedulerMetrics()
         self.recorder = Recorder(api, config.schedulerName, self.identity)
-        self.cache = ClusterCache(config.policy, on_problem=self._accounting_problem)
+        self.cache = ClusterCache(
+            config.policy, on_problem=self._accounting_problem, max_sharers=config.maxGpuSharers
+        )
         self.queue = SchedulingQueue(
             config.podInitialBackoffSeconds, config.podMaxBackoffSeconds, config.unschedulableRetrySeconds
         )

@@ -176,9 +176,12 @@ class ClusterCache:
         policy: str,
         on_problem: Callable[[AccountingProblem, PodRecord], None] | None = None,
         seed: int | None = None,
+        max_sharers: int = 0,
     ):
         self.lock = threading.RLock()
         self.policy_name = policy
+        self.max_sharers = max_sharers
+        """Most fractions one GPU may hold (the config's maxGpuSharers); 0: unlimited."""
         self.rng = NumpyInts(seed)
         self.nodes: dict[str, NodeInfo] = {}
         self.pods: dict[str, PodRecord] = {}
@@ -287,7 +290,7 @@ class ClusterCache:
             self.state = self.placer = None
             self.eligibility.reset(())
             return False
-        self.state = ClusterState([i.spec for i in infos])
+        self.state = ClusterState([replace(i.spec, max_sharers=self.max_sharers) for i in infos])
         self.eligibility.reset(infos)
         self.overcommitted = np.zeros(len(infos), dtype=bool)
         names = sorted({r for i in infos for r in i.extended})
@@ -395,7 +398,7 @@ class ClusterCache:
                 "counting the GPUs the device plugin would pick",
             )
         if request.is_fraction:
-            return (tightest_fit(state, node, request.gpu_milli),)  # allocate refuses it if none fits
+            return (tightest_fit(state, node, request),)  # -1 if none fits: allocate refuses it
         return first_free(state, node, request.gpu_count)
 
     def _mig_of(self, rec: PodRecord, node: int) -> tuple[MigSlot, ...]:

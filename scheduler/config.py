@@ -71,6 +71,9 @@ class SchedulerConfig:
     podMaxBackoffSeconds: float = 10.0
     unschedulableRetrySeconds: float = 60.0
     bindWorkers: int = 16
+    maxGpuSharers: int = 0
+    """Most GPU fractions (pods) one GPU may hold at once; 0: unlimited (only milli-GPU and
+    GPU memory bound sharing)."""
     leaderElection: LeaderElection = field(default_factory=LeaderElection)
     clientConnection: ClientConnection = field(default_factory=ClientConnection)
 
@@ -92,6 +95,8 @@ class SchedulerConfig:
             )
         if self.bindWorkers < 1:
             raise ConfigError("bindWorkers: must be at least 1")
+        if self.maxGpuSharers < 0:
+            raise ConfigError(f"maxGpuSharers: must be 0 (unlimited) or positive, got {self.maxGpuSharers}")
         if self.podMaxBackoffSeconds < self.podInitialBackoffSeconds:
             raise ConfigError("podMaxBackoffSeconds must be >= podInitialBackoffSeconds")
         host, _, port = self.bindAddress.rpartition(":")
@@ -133,6 +138,8 @@ def _fill(cls: type, data: Any, where: str) -> Any:
         elif isinstance(default, int | float):
             if isinstance(raw, bool) or not isinstance(raw, int | float):
                 raise ConfigError(f"{path}: expected a number, got {raw!r}")
+            if isinstance(default, int) and not float(raw).is_integer():
+                raise ConfigError(f"{path}: expected a whole number, got {raw!r}")
             values[key] = type(default)(raw)
         else:
             values[key] = str(raw)

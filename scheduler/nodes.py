@@ -3,7 +3,10 @@ labels, taints and extended resources for the Kubernetes-only filters.
 
 Inventory comes from what a cluster already has: allocatable `nvidia.com/gpu`,
 gpu-feature-discovery's `nvidia.com/gpu.product` label and, when the node agent
-runs, the `tessellate.dev/gpu-topology` annotation (GPU UUIDs).
+runs, the `tessellate.dev/gpu-topology` annotation (GPU UUIDs). GPU memory, which
+bounds memory-bounded fractions, comes from the agent's `tessellate.dev/gpu-devices`
+annotation, else gpu-feature-discovery's `nvidia.com/gpu.memory` label, else the
+catalogue by model, else it is unknown (0: memory never limits).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from scheduler.mignodes import mig_counts, read_mig
 from scheduler.podspec import GPU, QuantityError, count, cpu_milli, memory_mib, node_extended
 
 PRODUCT_LABEL = "nvidia.com/gpu.product"
+MEMORY_LABEL = "nvidia.com/gpu.memory"
 TOPOLOGY = "tessellate.dev/gpu-topology"
 DEVICES = "tessellate.dev/gpu-devices"
 log = logging.getLogger("tessellate.nodes")
@@ -125,6 +129,28 @@ def _unhealthy(annotations: dict[str, str]) -> tuple[int, ...] | None:
         return None
 
 
+def gpu_memory(annotations: dict[str, str], labels: dict[str, str], model: str) -> int:
+    """Memory (MiB) of each of the node's GPUs, 0 when unknown; GPUs that differ count the
+    smallest, so a fraction is never promised memory its GPU lacks."""
+    raw = annotations.get(DEVICES)
+    if raw:
+        try:
+            sizes = [
+                int(g["memory_mib"])
+                for g in json.loads(raw)["gpus"]
+                if g.get("memory_mib") and not (g.get("mig") or {}).get("enabled")
+            ]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            sizes = []
+        if sizes and min(sizes) > 0:
+            return min(sizes)
+    label = labels.get(MEMORY_LABEL, "")
+    if label.isdigit() and int(label) > 0:
+        return int(label)
+    known = GPU_MODELS.get(model)
+    return (known.memory_mib or 0) if known is not None else 0
+
+
 def node_info(node: dict[str, Any]) -> NodeInfo:
     """Read a Node object; quantities that do not parse make the node hold nothing."""
     meta = node.get("metadata") or {}
@@ -166,6 +192,7 @@ def node_info(node: dict[str, Any]) -> NodeInfo:
             max_pods=max(pods, 0),
             topology=topology,
             mig=MigSpec(layouts=mig.layouts) if mig is not None and 0 < len(mig.layouts) <= gpus else None,
+            gpu_memory_mib=gpu_memory(annotations, labels, model) if gpus else 0,
         ),
         labels=labels,
         taints=tuple(spec.get("taints") or ()),

@@ -98,9 +98,13 @@ class PodRequest:
     """The placement core's Request plus what only the Kubernetes side checks."""
 
     request: Request
-    gpu_memory_mib: int = 0
     extended: dict[str, int] = field(default_factory=dict)
     """Other countable resources (hugepages, ephemeral-storage in MiB...)."""
+
+    @property
+    def gpu_memory_mib(self) -> int:
+        """The fraction's GPU memory bound (0: none); the placement core enforces it."""
+        return self.request.gpu_memory_mib
 
 
 def _container_amounts(container: dict[str, Any]) -> dict[str, Any]:
@@ -187,14 +191,16 @@ def pod_request(pod: dict[str, Any]) -> PodRequest:
                 cpu_milli=cpu, memory_mib=mem, mig_profile=name.removeprefix(MIG_PREFIX), mig_count=n
             )
         elif milli:
-            request = Request(cpu_milli=cpu, memory_mib=mem, gpu_count=1, gpu_milli=milli)
+            request = Request(
+                cpu_milli=cpu, memory_mib=mem, gpu_count=1, gpu_milli=milli, gpu_memory_mib=gpu_mem
+            )
         elif gpus:
             request = Request(cpu_milli=cpu, memory_mib=mem, gpu_count=gpus, gpu_milli=MILLI_PER_GPU)
         else:
             request = Request(cpu_milli=cpu, memory_mib=mem)
     except InvalidRequestError as exc:
         raise PodRequestError(str(exc)) from None
-    return PodRequest(request=request, gpu_memory_mib=gpu_mem, extended=totals)
+    return PodRequest(request=request, extended=totals)
 
 
 def node_extended(allocatable: dict[str, Any]) -> dict[str, int]:

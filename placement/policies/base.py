@@ -74,7 +74,7 @@ class Policy(ABC):
 
     def choose_fraction_gpu(self, state: ClusterState, node: int, request: Request) -> int:
         """The artifact's `best`: the tightest GPU that still holds the fraction."""
-        return tightest_fit(state, node, request.gpu_milli)
+        return tightest_fit(state, node, request)
 
 
 POLICIES: dict[str, type[Policy]] = {}

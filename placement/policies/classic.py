@@ -33,7 +33,7 @@ class RandomPolicy(Policy):
         return scores
 
     def choose_fraction_gpu(self, state: ClusterState, node: int, request: Request) -> int:
-        return random_fit(state, node, request.gpu_milli, self.context.rng)
+        return random_fit(state, node, request, self.context.rng)
 
 
 @register

@@ -59,7 +59,7 @@ class FgdPolicy(Policy):
         return quantised_gain(frag[:k], frag[k:])
 
     def choose_fraction_gpu(self, state: ClusterState, node: int, request: Request) -> int:
-        remembered = self._gpu_choice.get(request.shape)
+        remembered = self._gpu_choice.get(request.score_key)
         if remembered is not None and remembered[1][node] == state.version[node]:
             return int(remembered[0][node])
         scores = self._per_gpu_scores(state, request, np.array([node]))[0]
@@ -69,11 +69,11 @@ class FgdPolicy(Policy):
         self, state: ClusterState, request: Request, nodes: np.ndarray, best: np.ndarray
     ) -> None:
         """Keep each scored node's best GPU, so choosing the GPU repeats no scoring work."""
-        entry = self._gpu_choice.get(request.shape)
+        entry = self._gpu_choice.get(request.score_key)
         if entry is None:
             n = len(state)
             entry = (np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int64))
-            self._gpu_choice[request.shape] = entry
+            self._gpu_choice[request.score_key] = entry
         entry[0][nodes] = best
         entry[1][nodes] = state.version[nodes]
 
@@ -82,14 +82,21 @@ class FgdPolicy(Policy):
 
         GPUs of a node with equal free share give the same outcome, so only the
         first of each is evaluated; the others get -1, which changes neither the
-        maximum nor the first GPU reaching it.
+        maximum nor the first GPU reaching it. Where GPU memory or sharers bound the
+        fraction, only GPUs with room count (and only they can be an earlier twin).
         """
         k, g = len(nodes), state.max_gpus
         left = state.gpu_left[nodes]  # [k, G]
         cpu = state.cpu_left[nodes]
         models = state.model_id[nodes]
-        earlier_twin = np.triu(left[:, :, None] == left[:, None, :], k=1).any(axis=1)
-        node_of, gpu = np.nonzero((left >= request.gpu_milli) & ~earlier_twin)
+        fits = left >= request.gpu_milli
+        twins = left[:, :, None] == left[:, None, :]
+        room = state.fraction_room(request, nodes)
+        if room is not None:
+            fits &= room
+            twins &= fits[:, :, None]
+        earlier_twin = np.triu(twins, k=1).any(axis=1)
+        node_of, gpu = np.nonzero(fits & ~earlier_twin)
         variants = left[node_of]
         variants[np.arange(len(gpu)), gpu] -= request.gpu_milli
         frag, _ = self.fragmentation.amounts(
