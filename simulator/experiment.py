@@ -21,6 +21,7 @@ import pandas as pd
 from placement import POLICIES
 from simulator.interconnect import InterconnectQuality, interconnect_quality
 from simulator.metrics import ARRIVED_COLUMNS, discrete
+from simulator.migmetrics import MigFragmentationMeter, mig_demand
 from simulator.replay import RunResult, run_inflation
 from simulator.scenarios import SCENARIOS, scenario_trace
 from simulator.trace import Trace
@@ -81,6 +82,8 @@ class RunSpec:
     policy: str
     seed: int
     tune: float | None = 1.3
+    mig_choice: str = "aware"
+    """Where MIG instances go; reports label the `firstfit` baseline `<policy>+mig-firstfit`."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,8 @@ class RunRecord:
     seconds: float
     interconnect: InterconnectQuality | None = None
     """Multi-GPU pods' wiring quality, on clusters whose topology is known."""
+    mig: tuple[int, float] | None = None
+    """(MIG pods placed, MIG slot fragmentation at the end), on clusters with MIG GPUs."""
 
 
 def paper_label(policy: str) -> str:
@@ -109,12 +114,15 @@ def paper_label(policy: str) -> str:
     return cls.paper_name if cls is not None and cls.paper_name else policy
 
 
-def record_of(result: RunResult, seconds: float) -> RunRecord:
+def record_of(
+    result: RunResult, seconds: float, mig_choice: str = "aware", trace: Trace | None = None
+) -> RunRecord:
     rows = discrete(result.series, result.total_gpus)
+    label = paper_label(result.policy) + ("" if mig_choice == "aware" else f"+mig-{mig_choice}")
     return RunRecord(
         workload=result.workload,
         policy=result.policy,
-        sc_policy=paper_label(result.policy),
+        sc_policy=label,
         seed=result.seed,
         tune=result.tune,
         total_gpus=result.total_gpus,
@@ -125,15 +133,25 @@ def record_of(result: RunResult, seconds: float) -> RunRecord:
         failed_pods=len(result.failures),
         seconds=seconds,
         interconnect=quality if (quality := interconnect_quality(result.state)).multi_gpu_pods else None,
+        mig=_mig_outcome(result, trace),
     )
+
+
+def _mig_outcome(result: RunResult, trace: Trace | None) -> tuple[int, float] | None:
+    state = result.state
+    if not state.mig.layouts:
+        return None
+    placed = sum(1 for a in state.live.values() if a.request.is_mig)
+    meter = MigFragmentationMeter(state, mig_demand(trace) if trace is not None else None)
+    return placed, meter.total
 
 
 def run_one(spec: RunSpec) -> RunRecord:
     """Load (once per process), replay and summarise one run."""
     trace = spec.source.load()
     start = time.perf_counter()
-    result = run_inflation(trace, spec.policy, spec.seed, spec.tune)
-    return record_of(result, time.perf_counter() - start)
+    result = run_inflation(trace, spec.policy, spec.seed, spec.tune, mig_choice=spec.mig_choice)
+    return record_of(result, time.perf_counter() - start, spec.mig_choice, trace)
 
 
 def run_grid(
@@ -195,4 +213,8 @@ def frames(records: Iterable[RunRecord]) -> tuple[pd.DataFrame, pd.DataFrame, pd
         extra["multi_gpu_bottleneck_gbps"] = [
             r.interconnect.mean_bandwidth if r.interconnect else nan for r in records
         ]
+    if any(r.mig is not None for r in records):  # clusters with MIG GPUs
+        nan = float("nan")
+        extra["mig_pods_placed"] = [r.mig[0] if r.mig else nan for r in records]
+        extra["mig_frag_slices"] = [r.mig[1] if r.mig else nan for r in records]
     return frame("alloc", True), frame("frag", False), frame("frag_ratio", False), extra

@@ -19,7 +19,9 @@ from placement import (
     Unschedulable,
     create_policy,
 )
+from placement.migplace import MigChoice, MigChooser
 from simulator.metrics import EventSeries, FragmentationRecorder
+from simulator.migmetrics import mig_demand
 from simulator.protocol import plan_inflation
 from simulator.trace import PodRecord, Trace
 
@@ -55,12 +57,16 @@ def run_inflation(
     seed: int,
     tune: float | None = 1.3,
     progress: Callable[[int], None] | None = None,
+    mig_choice: MigChoice = "aware",
 ) -> RunResult:
-    """One run of the paper's protocol: shuffled, tuned arrivals, no departures."""
+    """One run of the paper's protocol: shuffled, tuned arrivals, no departures.
+
+    MIG requests (when the trace has any) are placed by `mig_choice`."""
     plan = plan_inflation(trace, seed, tune)
     state = ClusterState(plan.nodes)
     target = target_workload(trace)
-    placer = Placer(state, create_policy(policy, PolicyContext(rng=plan.rng, target=target)))
+    policy_object = create_policy(policy, PolicyContext(rng=plan.rng, target=target))
+    placer = Placer(state, policy_object, mig=MigChooser(mig_choice, mig_demand(trace)))
     series = EventSeries.empty(len(plan.arrivals))
     recorder = FragmentationRecorder(Fragmentation(target, state), state)
     result = RunResult(

@@ -77,6 +77,14 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def parse_mig_choices(text: str) -> list[str]:
+    choices = [c.strip() for c in text.split(",") if c.strip()]
+    bad = [c for c in choices if c not in ("aware", "firstfit")]
+    if bad or not choices:
+        raise argparse.ArgumentTypeError(f"--mig-choice takes aware, firstfit or both, not {text!r}")
+    return choices
+
+
 def parse_policies(text: str) -> list[str]:
     names = [p.strip() for p in text.split(",") if p.strip()]
     unknown = [p for p in names if p not in POLICIES]
@@ -219,6 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--seeds", type=parse_seeds, default=[42, 43, 44], help="e.g. 42-51 (default 42-44)")
     compare.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
+    compare.add_argument(
+        "--mig-choice",
+        type=parse_mig_choices,
+        default=["aware"],
+        metavar="LIST",
+        help="MIG placement(s) to compare: aware, firstfit or aware,firstfit (default aware); "
+        "firstfit runs are labelled <policy>+mig-firstfit",
+    )
     compare.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
     add_mig_commands(commands)
     add_scheduler_command(commands)
@@ -396,9 +412,10 @@ def cmd_sim_compare(args: argparse.Namespace) -> None:
     for source in sources:  # fail fast on a bad file, before starting workers
         source.load()
     specs = [
-        RunSpec(source, policy, seed, args.tune)
+        RunSpec(source, policy, seed, args.tune, mig_choice)
         for source in sources
         for policy in args.policies
+        for mig_choice in args.mig_choice
         for seed in args.seeds
     ]
     start = time.perf_counter()

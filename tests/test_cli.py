@@ -105,3 +105,21 @@ def test_sim_compare_shows_topology_aware_against_blind_side_by_side(tmp_path, c
     assert on_best["06-FGD"] == 100.0 and on_best["fgd-blind"] < 100.0
     assert summary.loc["06-FGD", "alloc_at_130_mean"] == summary.loc["fgd-blind", "alloc_at_130_mean"]
     assert "best set" in capsys.readouterr().out  # the new columns reach the terminal table
+
+
+def test_sim_compare_shows_mig_aware_against_first_fit_side_by_side(tmp_path):
+    code = main([
+        "sim", "compare", "--synthetic-kind", "mig", "--policies", "bestfit",
+        "--mig-choice", "aware,firstfit", "--seeds", "1-2", "--workers", "1", "--out", str(tmp_path),
+    ])  # fmt: skip
+    assert code == 0
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index("sc_policy")
+    assert set(summary.index) == {"05-BestFit", "05-BestFit+mig-firstfit"}
+    assert (summary["mig_pods_placed_mean"] > 0).all()
+    assert summary["mig_frag_slices_mean"].notna().all()
+
+
+def test_a_bad_mig_choice_list_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["sim", "compare", "--mig-choice", "best", "--out", "x"])
+    assert "--mig-choice takes aware, firstfit or both" in capsys.readouterr().err
