@@ -119,9 +119,12 @@ class Scheduler:
         signal.signal(signal.SIGINT, self.request_stop)
 
     def _start_leading(self) -> None:
-        log.info("leading: resyncing pods before the first decision")
-        # The previous leader's last binds may not have reached our watch yet.
-        self.pods.resync()
+        if self.elector is not None:
+            # A previous leader's last binds may not have reached our watch yet.
+            log.info("leading: resyncing pods before the first decision")
+            self.pods.resync()
+        else:
+            log.info("leading (leader election off: this is the only binder)")
         self.metrics.leader.set(1)
         self.leading.set()
         self._loop_thread = threading.Thread(target=self._loop, name="schedule", daemon=True)

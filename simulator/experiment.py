@@ -20,13 +20,12 @@ import pandas as pd
 
 from placement import POLICIES
 from simulator.interconnect import InterconnectQuality, interconnect_quality
+from simulator.kinds import SYNTHETIC_KINDS
 from simulator.metrics import ARRIVED_COLUMNS, discrete
 from simulator.migmetrics import MigFragmentationMeter, mig_demand
 from simulator.replay import RunResult, run_inflation
 from simulator.scenarios import SCENARIOS, scenario_trace
 from simulator.trace import Trace
-
-SYNTHETIC_KINDS = ("openb", "mig", "mixed-topology", "nvswitch-spot")
 
 
 @dataclass(frozen=True)

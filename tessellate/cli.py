@@ -18,7 +18,7 @@ from rich.table import Table
 
 from placement import POLICIES, InvalidRequestError
 from placement.catalogue import UnknownGpuModelError
-from simulator.experiment import SYNTHETIC_KINDS
+from simulator.kinds import SYNTHETIC_KINDS
 from simulator.trace import TraceError
 from tessellate.agent_cli import add_agent_command, run_agent_command
 from tessellate.mig_cli import add_mig_commands, run_mig_command
