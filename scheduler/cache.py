@@ -48,6 +48,7 @@ from scheduler.podspec import PodRequest, PodRequestError, pod_request
 log = logging.getLogger("tessellate.cache")
 
 MAX_TARGET_TYPES = 64
+REASON_NO_FRACTIONS = "Insufficient tessellate.dev/gpu-milli (no Tessellate node agent)"
 REASON_OVERCOMMITTED = "node(s) over-committed by pods bound elsewhere"
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
@@ -191,6 +192,7 @@ class ClusterCache:
         self.target: TargetWorkload | None = None
         self.eligibility = EligibilityCache()
         self.overcommitted = np.zeros(0, dtype=bool)
+        self.serves_fractions = np.zeros(0, dtype=bool)
         self.ext_alloc: dict[str, np.ndarray] = {}
         self.ext_used: dict[str, np.ndarray] = {}
         self._charged_ext: dict[str, tuple[int, dict[str, int]]] = {}
@@ -293,6 +295,7 @@ class ClusterCache:
         self.state = ClusterState([replace(i.spec, max_sharers=self.max_sharers) for i in infos])
         self.eligibility.reset(infos)
         self.overcommitted = np.zeros(len(infos), dtype=bool)
+        self.serves_fractions = np.array([i.serves_fractions for i in infos], dtype=bool)
         names = sorted({r for i in infos for r in i.extended})
         self.ext_alloc = {r: np.array([i.extended.get(r, 0) for i in infos], dtype=np.int64) for r in names}
         self.ext_used = {r: np.zeros(len(infos), dtype=np.int64) for r in names}
@@ -474,6 +477,11 @@ class ClusterCache:
         over = int((eligibility.mask & self.overcommitted).sum())
         if over:
             reasons[REASON_OVERCOMMITTED] += over
+        if rec.request.request.is_fraction:
+            short = int((mask & ~self.serves_fractions).sum())
+            if short:
+                reasons[REASON_NO_FRACTIONS] += short
+            mask = mask & self.serves_fractions
         for name, amount in rec.request.extended.items():
             if amount <= 0:
                 continue

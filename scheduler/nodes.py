@@ -22,7 +22,7 @@ from placement.mig import MigError, geometry
 from placement.model import MigSpec
 from placement.topology import NodeTopology, TopologyError, from_inventory
 from scheduler.mignodes import mig_counts, read_mig
-from scheduler.podspec import GPU, QuantityError, count, cpu_milli, memory_mib, node_extended
+from scheduler.podspec import GPU, GPU_MILLI, QuantityError, count, cpu_milli, memory_mib, node_extended
 
 PRODUCT_LABEL = "nvidia.com/gpu.product"
 MEMORY_LABEL = "nvidia.com/gpu.memory"
@@ -51,6 +51,9 @@ class NodeInfo:
     unschedulable: bool = False
     extended: dict[str, int] = field(default_factory=dict)
     gpu_uuids: tuple[str | None, ...] = ()
+    serves_fractions: bool = False
+    """Allocatable `tessellate.dev/gpu-milli` (the node agent runs): without it the kubelet
+    would refuse a fraction pod, so fractions only go where it is."""
     unhealthy_gpus: tuple[int, ...] = ()
     """GPU indices the node agent reports Unhealthy: charged as busy so no pod gets them."""
     problem: str | None = None
@@ -151,6 +154,13 @@ def gpu_memory(annotations: dict[str, str], labels: dict[str, str], model: str) 
     return (known.memory_mib or 0) if known is not None else 0
 
 
+def _positive(quantity: Any) -> bool:
+    try:
+        return quantity is not None and count(quantity) > 0
+    except QuantityError:
+        return False
+
+
 def node_info(node: dict[str, Any]) -> NodeInfo:
     """Read a Node object; quantities that do not parse make the node hold nothing."""
     meta = node.get("metadata") or {}
@@ -198,6 +208,7 @@ def node_info(node: dict[str, Any]) -> NodeInfo:
         taints=tuple(spec.get("taints") or ()),
         unschedulable=bool(spec.get("unschedulable")),
         extended=node_extended(allocatable),
+        serves_fractions=_positive(allocatable.get(GPU_MILLI)),
         gpu_uuids=uuids,
         unhealthy_gpus=unhealthy,
         problem="; ".join(p for p in (problem, uuid_problem, topology_problem, mig_problem) if p) or None,

@@ -296,7 +296,13 @@ def _node(labels: dict | None = None, annotations: dict | None = None, gpus: int
         },
         "spec": {},
         "status": {
-            "allocatable": {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
+            "allocatable": {
+                "cpu": "64",
+                "memory": "512Gi",
+                "pods": "110",
+                "nvidia.com/gpu": str(gpus),
+                "tessellate.dev/gpu-milli": str(1000 * gpus),  # the node agent runs here
+            }
         },
     }
 

@@ -17,6 +17,7 @@ _uid = iter(range(10**6))
 
 def node(name: str, gpus: int = 8, cpu: str = "64", labels: dict | None = None, **spec) -> dict:
     alloc = {"cpu": cpu, "memory": "512Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
+    alloc["tessellate.dev/gpu-milli"] = str(1000 * gpus)  # as on a node running the agent
     return {
         "metadata": {
             "name": name,
@@ -309,3 +310,16 @@ def test_gpus_the_agent_reports_unhealthy_are_never_assigned() -> None:
     indices = sorted(p.annotation.indices[0] for p in placed if isinstance(p, Placed))
     assert indices == [0, 1, 3, 4, 5, 6, 7]
     assert isinstance(placed[-1], Unschedulable)
+
+
+def test_fractions_only_go_to_nodes_where_the_agent_serves_them() -> None:
+    without = node("plain")
+    del without["status"]["allocatable"]["tessellate.dev/gpu-milli"]
+    cache = cache_with(without, node("agent"))
+    placed = decide(cache, pod("f", {"tessellate.dev/gpu-milli": "300"}))
+    assert isinstance(placed, Placed) and placed.node == "agent"
+    cache = cache_with(without)
+    refused = decide(cache, pod("g", {"tessellate.dev/gpu-milli": "300"}))
+    assert isinstance(refused, Unschedulable)
+    assert "1 Insufficient tessellate.dev/gpu-milli (no Tessellate node agent)" in refused.message
+    assert isinstance(decide(cache, pod("w", gpus(1))), Placed)  # whole GPUs need no agent

@@ -92,8 +92,10 @@ def gpu_node(
     taints: list[dict[str, str]] | None = None,
     unschedulable: bool = False,
     extra_allocatable: dict[str, str] | None = None,
+    fractions: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(Node object, status) for a fake GPU node with gpu-feature-discovery labels."""
+    """(Node object, status) for a fake GPU node with gpu-feature-discovery labels; with
+    `fractions`, it also advertises tessellate.dev/gpu-milli as a node running our agent does."""
     all_labels = {"kubernetes.io/hostname": name, **(labels or {})}
     if gpus:
         all_labels.update({"nvidia.com/gpu.product": product, "nvidia.com/gpu.count": str(gpus)})
@@ -106,6 +108,8 @@ def gpu_node(
     alloc = {"cpu": cpu, "memory": memory, "pods": "110", **(extra_allocatable or {})}
     if gpus:
         alloc["nvidia.com/gpu"] = str(gpus)
+        if fractions:
+            alloc.setdefault("tessellate.dev/gpu-milli", str(1000 * gpus))
     status = {
         "capacity": alloc,
         "allocatable": alloc,
