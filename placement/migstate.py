@@ -66,11 +66,6 @@ class MigBook:
         """Per GPU of `node`: True when it holds MIG instances (so no whole/fraction work)."""
         return np.array([len(layout) > 0 for layout in self.layouts.get(node, ())], dtype=bool)
 
-    def free_layout(self, node: int, gpu: int) -> MigLayout:
-        """What a new instance must fit around: on dynamic nodes the existing instances
-        (free ones are not destroyed), on static nodes the partition itself."""
-        return self.layouts[node][gpu]
-
     # -- checking and writing ------------------------------------------------------------
 
     def check(self, a: Assignment, gpu_left: np.ndarray) -> MigChange:

@@ -26,7 +26,6 @@ from placement import (
     Assignment,
     ClusterState,
     Decision,
-    NodeSpec,
     NumpyInts,
     OverCommitError,
     Placer,
@@ -101,7 +100,6 @@ class PodRecord:
     deleting: bool
     gated: bool
     resource_version: str
-    conditions: list[dict[str, Any]] = field(default_factory=list)
     obj: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -144,7 +142,6 @@ class PodRecord:
             deleting=bool(meta.get("deletionTimestamp")),
             gated=bool(spec.get("schedulingGates")),
             resource_version=meta.get("resourceVersion", ""),
-            conditions=list((pod.get("status") or {}).get("conditions") or []),
             obj=pod,
         )
 
@@ -541,6 +538,3 @@ class ClusterCache:
             frag = float(tracker.frag[nodes].sum()) if tracker is not None else 0.0
             out[model] = (total, total - free, frag, frag / free if free else 0.0)
         return out
-
-    def node_specs(self) -> list[NodeSpec]:
-        return [self.nodes[n].spec for n in sorted(self.nodes)]

@@ -42,7 +42,6 @@ class Reflector:
         self.watch_timeout = watch_timeout
         self.synced = threading.Event()
         self.relists = 0
-        self.last_error: str | None = None
         self._relisted = threading.Condition()
         self._relist_requested = False
         self._response: Any = None
@@ -100,7 +99,6 @@ class Reflector:
                 delay = min(delay * 2, 30.0)
 
     def _pause(self, exc: Exception, delay: float) -> None:
-        self.last_error = str(exc)
         log.warning("watch %s failed (%s); retrying in %.1fs", self.path, exc, delay)
         self.stop.wait(delay)
 

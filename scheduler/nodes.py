@@ -63,11 +63,6 @@ class NodeInfo:
     def name(self) -> str:
         return self.spec.name
 
-    @property
-    def capacity_key(self) -> tuple:
-        """What the placement core's arrays depend on (a change forces a state rebuild)."""
-        return (self.spec, self.gpu_uuids)
-
     def uuid_of(self, index: int) -> str | None:
         return self.gpu_uuids[index] if index < len(self.gpu_uuids) else None
 

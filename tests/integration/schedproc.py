@@ -101,7 +101,6 @@ def check_no_overcommit(pods: list[dict[str, Any]], gpus_per_node: dict[str, int
     Returns how many GPU-using pods were checked.
     """
     used: dict[tuple[str, int], int] = defaultdict(int)
-    whole: dict[tuple[str, int], int] = defaultdict(int)
     checked = 0
     for p in pods:
         node = p["spec"].get("nodeName")
@@ -121,7 +120,6 @@ def check_no_overcommit(pods: list[dict[str, Any]], gpus_per_node: dict[str, int
         for g in assignment.gpus:
             assert 0 <= g.index < gpus_per_node[node], f"{node} has no GPU {g.index}"
             used[(node, g.index)] += g.milli
-            whole[(node, g.index)] += g.milli == 1000
         checked += 1
     over = {k: v for k, v in used.items() if v > 1000}
     assert not over, (
