@@ -10,9 +10,10 @@ import numpy as np
 
 from placement.fit import explain, feasible_mask
 from placement.migplace import MigChooser
-from placement.model import Assignment, Decision, Request
+from placement.model import Assignment, Decision, Request, Unschedulable
 from placement.policies.base import Policy
 from placement.state import ClusterState
+from placement.timeslice import refusal, replica_request
 
 
 class ScoreCache:
@@ -60,8 +61,34 @@ class Placer:
 
         `eligible` (bool per node) is what filters outside the core let through,
         e.g. the scheduler's taints and node affinity; an explanation then counts
-        resource reasons only among those nodes.
+        resource reasons only among those nodes. On time-sliced nodes the assignment
+        carries the request as translated there (one slice, `placement.timeslice`).
         """
+        state = self.state
+        sliced = state.replicas > 1
+        if request.is_cpu_only or not sliced.any():
+            return self._place(pod, request, eligible)
+        if eligible is None:
+            eligible = np.ones(len(state), dtype=bool)
+        decision = self._place(pod, request, eligible & ~sliced)
+        if isinstance(decision, Assignment):
+            return decision
+        reasons = decision.reasons.copy()
+        for replicas in np.unique(state.replicas[sliced]).tolist():
+            group = eligible & (state.replicas == replicas)
+            if not group.any():
+                continue
+            translated = replica_request(request, replicas)
+            if translated is None:
+                reasons[refusal(request)] += int(group.sum())
+                continue
+            decision = self._place(pod, translated, group)
+            if isinstance(decision, Assignment):
+                return decision
+            reasons += decision.reasons
+        return Unschedulable(node_count=len(state), reasons=reasons)
+
+    def _place(self, pod: str, request: Request, eligible: np.ndarray | None) -> Decision:
         state = self.state
         mask = feasible_mask(state, request)
         if eligible is not None:

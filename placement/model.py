@@ -110,10 +110,21 @@ class NodeSpec:
     """Memory of each GPU in MiB; 0: unknown, so memory never limits fractions here."""
     max_sharers: int = 0
     """Most fractions one GPU may hold at once; 0: unlimited."""
+    gpu_replicas: int = 1
+    """Time-slicing replicas per GPU (NVIDIA device plugin's `replicas`): above 1, each GPU
+    is that many equal slices and a one-GPU request takes one slice (`placement.timeslice`)."""
 
     def __post_init__(self) -> None:
         if self.cpu_milli < 0 or self.memory_mib < 0:
             raise ValueError(f"node {self.name}: negative capacity")
+        if not 1 <= self.gpu_replicas <= MILLI_PER_GPU:
+            raise ValueError(
+                f"node {self.name}: GPU replicas must be 1..{MILLI_PER_GPU}, got {self.gpu_replicas}"
+            )
+        if self.gpu_replicas > 1 and self.mig is not None:
+            raise ValueError(
+                f"node {self.name}: time-sliced GPUs ({self.gpu_replicas} replicas) with a MIG setup"
+            )
         if self.gpu_memory_mib < 0 or self.max_sharers < 0:
             raise ValueError(
                 f"node {self.name}: negative GPU memory ({self.gpu_memory_mib}MiB) "

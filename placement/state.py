@@ -56,6 +56,8 @@ class ClusterState:
         self.mem_cap = np.array([node.memory_mib for node in self.nodes], dtype=np.int64)
         self.max_pods = np.array([node.max_pods for node in self.nodes], dtype=np.int64)
         self.gpu_exists = np.arange(self.max_gpus)[None, :] < self.gpu_count[:, None]
+        self.replicas = np.array([node.gpu_replicas for node in self.nodes], dtype=np.int64)
+        """Time-slicing replicas per GPU (1: GPUs are not time-sliced); see `placement.timeslice`."""
         # Mutable state (written only by _apply):
         self.cpu_left = self.cpu_cap.copy()
         self.mem_left = self.mem_cap.copy()
@@ -163,6 +165,13 @@ class ClusterState:
                 )
             if req.is_fraction:
                 self._check_share(where, node, gpu, req)
+        replicas = int(self.replicas[node])
+        one_slice = req.is_fraction and req.gpu_milli == MILLI_PER_GPU // replicas
+        if req.gpu_count and replicas > 1 and not one_slice:
+            raise OverCommitError(
+                f"{where}: GPUs here are time-sliced into {replicas} replicas; "
+                f"a pod takes one {MILLI_PER_GPU // replicas}m slice, not {req.describe()}"
+            )
         wanted = {m for m in req.gpu_models if m}  # blank names constrain nothing, as in the filter
         if (req.gpu_count or req.is_mig) and wanted:
             model = self.nodes[node].gpu_model

@@ -38,11 +38,12 @@ from placement import (
 from placement.devices import first_free, tightest_fit
 from placement.fragmentation import Fragmentation, FragmentationTracker
 from placement.model import MigSlot
+from placement.timeslice import replica_request
 from placement.topology import numa_nodes
 from scheduler.annotations import ASSIGNMENT, AssignmentError, GpuAssignment, GpuShare, decode
 from scheduler.constraints import ConstraintError, EligibilityCache, PodConstraints
 from scheduler.nodes import NodeInfo, node_info
-from scheduler.podspec import PodRequest, PodRequestError, pod_request
+from scheduler.podspec import GPU, GPU_SHARED, PodRequest, PodRequestError, pod_request
 
 log = logging.getLogger("tessellate.cache")
 
@@ -190,6 +191,10 @@ class ClusterCache:
         self.eligibility = EligibilityCache()
         self.overcommitted = np.zeros(0, dtype=bool)
         self.serves_fractions = np.zeros(0, dtype=bool)
+        self.renamed_replicas = np.zeros(0, dtype=bool)
+        """Nodes whose time-sliced replicas are `nvidia.com/gpu.shared` (none of `nvidia.com/gpu`)."""
+        self._slice_ids: dict[str, tuple[str, ...]] = {}
+        """Bound pods charged as several one-slice assignments (k replicas on a time-sliced node)."""
         self.ext_alloc: dict[str, np.ndarray] = {}
         self.ext_used: dict[str, np.ndarray] = {}
         self._charged_ext: dict[str, tuple[int, dict[str, int]]] = {}
@@ -284,6 +289,7 @@ class ClusterCache:
         self._dirty = False
         self.rebuilds += 1
         self._charged_ext.clear()
+        self._slice_ids.clear()
         infos = [self.nodes[n] for n in sorted(self.nodes)]
         if not infos:
             self.state = self.placer = None
@@ -293,6 +299,7 @@ class ClusterCache:
         self.eligibility.reset(infos)
         self.overcommitted = np.zeros(len(infos), dtype=bool)
         self.serves_fractions = np.array([i.serves_fractions for i in infos], dtype=bool)
+        self.renamed_replicas = np.array([i.replica_resource == GPU_SHARED for i in infos], dtype=bool)
         names = sorted({r for i in infos for r in i.extended})
         self.ext_alloc = {r: np.array([i.extended.get(r, 0) for i in infos], dtype=np.int64) for r in names}
         self.ext_used = {r: np.zeros(len(infos), dtype=np.int64) for r in names}
@@ -367,6 +374,9 @@ class ClusterCache:
             return
         node = state.index[rec.node_name]
         request = rec.request.request
+        if request.gpu_count and state.replicas[node] > 1:
+            self._charge_slices(rec, node)
+            return
         if request.is_mig:
             assignment = Assignment(rec.uid, node, rec.node_name, request, mig=self._mig_of(rec, node))
         else:
@@ -377,6 +387,46 @@ class ClusterCache:
             self.overcommitted[node] = True
             self._report(rec, f"cannot be counted on {rec.node_name} ({exc}); the node takes no new pods")
             return
+        self._charge_ext(rec.uid, node, rec.request.extended)
+
+    def _charge_slices(self, rec: PodRecord, node: int) -> None:
+        """A pod on a time-sliced node holds one slice per replica it asked for: on the GPU its
+        annotation names, else (another scheduler's pod) where NVIDIA's plugin puts replicas,
+        the GPUs with the most free slices."""
+        state, request = self.state, rec.request.request
+        assert state is not None
+        replicas = int(state.replicas[node])
+        one = replica_request(replace(request, gpu_count=1), replicas)
+        if one is None or request.is_fraction:
+            self.overcommitted[node] = True
+            self._report(rec, f"asks for {request.describe()} on time-sliced {rec.node_name}; not counted")
+            return
+        shares = rec.assignment.gpus if rec.assignment is not None else ()
+        if len(shares) == request.gpu_count and all(s.milli == one.gpu_milli for s in shares):
+            gpus = [s.index for s in shares]
+        else:
+            if rec.assignment is not None or rec.assignment_error:
+                self._report(rec, f"annotation {ASSIGNMENT} does not match its slices; counting likely ones")
+            gpus = []
+            left = state.gpu_left[node].copy()
+            for _ in range(request.gpu_count):
+                gpu = int(np.argmax(np.where(state.gpu_exists[node], left, -1)))
+                gpus.append(gpu)
+                left[gpu] -= one.gpu_milli
+        ids = tuple(rec.uid if k == 0 else f"{rec.uid}#slice{k}" for k in range(len(gpus)))
+        try:
+            for k, (pod, gpu) in enumerate(zip(ids, gpus, strict=True)):
+                held = one if k == 0 else replace(one, cpu_milli=0, memory_mib=0)
+                state.allocate(Assignment(pod, node, rec.node_name, held, (gpu,)))
+        except OverCommitError as exc:
+            for pod in ids:
+                if pod in state.live:
+                    state.release(pod)
+            self.overcommitted[node] = True
+            self._report(rec, f"cannot be counted on {rec.node_name} ({exc}); the node takes no new pods")
+            return
+        if len(ids) > 1:
+            self._slice_ids[rec.uid] = ids[1:]
         self._charge_ext(rec.uid, node, rec.request.extended)
 
     def _gpus_of(self, rec: PodRecord, node: int) -> tuple[int, ...]:
@@ -444,6 +494,10 @@ class ClusterCache:
             for name, amount in extended.items():
                 if name in self.ext_used:
                     self.ext_used[name][node] -= amount
+        if state is not None:
+            for extra in self._slice_ids.pop(uid, ()):
+                if extra in state.live:
+                    state.release(extra)
         if state is not None and uid in state.live:
             state.release(uid)
             return True
@@ -479,6 +533,13 @@ class ClusterCache:
             if short:
                 reasons[REASON_NO_FRACTIONS] += short
             mask = mask & self.serves_fractions
+        if rec.request.request.gpu_count:
+            # Whole GPUs are `nvidia.com/gpu`; renamed time-sliced replicas only `nvidia.com/gpu.shared`.
+            fits = self.renamed_replicas if rec.request.shared_replicas else ~self.renamed_replicas
+            short = int((mask & ~fits).sum())
+            if short:
+                reasons[f"Insufficient {GPU_SHARED if rec.request.shared_replicas else GPU}"] += short
+            mask = mask & fits
         for name, amount in rec.request.extended.items():
             if amount <= 0:
                 continue

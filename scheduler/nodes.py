@@ -16,15 +16,27 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from placement import NodeSpec
+from placement import MILLI_PER_GPU, NodeSpec
 from placement.catalogue import GPU_MODELS
 from placement.mig import MigError, geometry
 from placement.model import MigSpec
 from placement.topology import NodeTopology, TopologyError, from_inventory
 from scheduler.mignodes import mig_counts, read_mig
-from scheduler.podspec import GPU, GPU_MILLI, QuantityError, count, cpu_milli, memory_mib, node_extended
+from scheduler.podspec import (
+    GPU,
+    GPU_MILLI,
+    GPU_SHARED,
+    QuantityError,
+    count,
+    cpu_milli,
+    memory_mib,
+    node_extended,
+)
 
 PRODUCT_LABEL = "nvidia.com/gpu.product"
+REPLICAS_LABEL = "nvidia.com/gpu.replicas"
+SHARED_SUFFIX = "-SHARED"
+"""gpu-feature-discovery's product label suffix on nodes whose replicas are renamed."""
 MEMORY_LABEL = "nvidia.com/gpu.memory"
 TOPOLOGY = "tessellate.dev/gpu-topology"
 DEVICES = "tessellate.dev/gpu-devices"
@@ -33,6 +45,7 @@ log = logging.getLogger("tessellate.nodes")
 
 def gpu_model_name(product: str) -> str:
     """The catalogue name for a gpu.product label when we know it, else the label itself."""
+    product = product.removesuffix(SHARED_SUFFIX)
     if product in GPU_MODELS:
         return product
     try:
@@ -54,6 +67,9 @@ class NodeInfo:
     serves_fractions: bool = False
     """Allocatable `tessellate.dev/gpu-milli` (the node agent runs): without it the kubelet
     would refuse a fraction pod, so fractions only go where it is."""
+    replica_resource: str = ""
+    """Time-sliced node: the resource its GPU replicas are advertised as (`nvidia.com/gpu` or
+    `nvidia.com/gpu.shared`); empty on ordinary nodes."""
     unhealthy_gpus: tuple[int, ...] = ()
     """GPU indices the node agent reports Unhealthy: charged as busy so no pod gets them."""
     problem: str | None = None
@@ -149,6 +165,32 @@ def gpu_memory(annotations: dict[str, str], labels: dict[str, str], model: str) 
     return (known.memory_mib or 0) if known is not None else 0
 
 
+def _time_slicing(
+    labels: dict[str, str], allocatable: dict[str, Any], gpus: int
+) -> tuple[int, int, str, str | None]:
+    """(physical GPUs, replicas per GPU, replica resource, problem) from gpu-feature-discovery's
+    `nvidia.com/gpu.replicas` label; ordinary nodes give (gpus, 1, "", None)."""
+    raw = labels.get(REPLICAS_LABEL)
+    if raw is None or raw.strip() in ("", "1", "0"):
+        return gpus, 1, "", None
+    if not raw.strip().isdigit() or not 1 < int(raw) <= MILLI_PER_GPU:
+        problem = f"label {REPLICAS_LABEL}={raw!r} is not a replica count 2..{MILLI_PER_GPU}; ignored"
+        return gpus, 1, "", problem
+    replicas = int(raw)
+    try:
+        shared = count(allocatable.get(GPU_SHARED, 0))
+    except QuantityError:
+        shared = 0
+    resource, advertised = (GPU_SHARED, shared) if shared else (GPU, gpus)
+    problem = None
+    if advertised % replicas:
+        problem = (
+            f"{advertised} {resource} replicas are not a multiple of {REPLICAS_LABEL}={replicas}; "
+            f"counting {advertised // replicas} whole GPUs"
+        )
+    return advertised // replicas, replicas, resource, problem
+
+
 def _positive(quantity: Any) -> bool:
     try:
         return quantity is not None and count(quantity) > 0
@@ -175,6 +217,10 @@ def node_info(node: dict[str, Any]) -> NodeInfo:
         problem = f"allocatable does not parse ({exc}); the node is treated as full"
         cpu = mem = pods = gpus = 0
         migs = {}
+    gpus, replicas, replica_resource, slicing_problem = _time_slicing(labels, allocatable, gpus)
+    if replicas > 1 and migs:
+        slicing_problem = "time-sliced GPUs next to MIG instances are not modelled; MIG resources ignored"
+        migs = {}
     model = gpu_model_name(labels.get(PRODUCT_LABEL, "")) if gpus or migs else ""
     if gpus and not model:
         model = "unknown"  # GPUs without gpu-feature-discovery labels: any-model pods may use them
@@ -198,6 +244,7 @@ def node_info(node: dict[str, Any]) -> NodeInfo:
             topology=topology,
             mig=MigSpec(layouts=mig.layouts) if mig is not None and 0 < len(mig.layouts) <= gpus else None,
             gpu_memory_mib=gpu_memory(annotations, labels, model) if gpus else 0,
+            gpu_replicas=replicas if gpus else 1,
         ),
         labels=labels,
         taints=tuple(spec.get("taints") or ()),
@@ -205,6 +252,10 @@ def node_info(node: dict[str, Any]) -> NodeInfo:
         extended=node_extended(allocatable),
         serves_fractions=_positive(allocatable.get(GPU_MILLI)),
         gpu_uuids=uuids,
+        replica_resource=replica_resource if gpus else "",
         unhealthy_gpus=unhealthy,
-        problem="; ".join(p for p in (problem, uuid_problem, topology_problem, mig_problem) if p) or None,
+        problem="; ".join(
+            p for p in (problem, slicing_problem, uuid_problem, topology_problem, mig_problem) if p
+        )
+        or None,
     )

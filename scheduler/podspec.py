@@ -20,10 +20,12 @@ from placement import MILLI_PER_GPU, InvalidRequestError, Request
 from placement.mig import load_catalogue
 
 GPU = "nvidia.com/gpu"
+GPU_SHARED = "nvidia.com/gpu.shared"
+"""Time-sliced GPU replicas when NVIDIA's device plugin renames them (`renameByDefault`)."""
 GPU_MILLI = "tessellate.dev/gpu-milli"
 GPU_MEMORY = "tessellate.dev/gpu-memory-mib"
 MIG_PREFIX = "nvidia.com/mig-"
-CORE_RESOURCES = frozenset({"cpu", "memory", "pods", GPU, GPU_MILLI, GPU_MEMORY})
+CORE_RESOURCES = frozenset({"cpu", "memory", "pods", GPU, GPU_SHARED, GPU_MILLI, GPU_MEMORY})
 
 _SUFFIXES = {
     "": Decimal(1),
@@ -100,6 +102,8 @@ class PodRequest:
     request: Request
     extended: dict[str, int] = field(default_factory=dict)
     """Other countable resources (hugepages, ephemeral-storage in MiB...)."""
+    shared_replicas: bool = False
+    """The GPUs were asked as `nvidia.com/gpu.shared`: only renamed time-sliced nodes have them."""
 
     @property
     def gpu_memory_mib(self) -> int:
@@ -151,6 +155,12 @@ def pod_request(pod: dict[str, Any]) -> PodRequest:
     """Translate a pod into a placement request; PodRequestError says what is wrong."""
     totals = _pod_totals(pod.get("spec") or {})
     gpus = totals.pop(GPU, 0)
+    shared = totals.pop(GPU_SHARED, 0)
+    if shared and gpus:
+        raise PodRequestError(
+            f"asks for both {GPU} ({gpus}) and time-sliced replicas ({GPU_SHARED}: {shared}); use one"
+        )
+    gpus = gpus or shared
     milli = totals.pop(GPU_MILLI, 0)
     gpu_mem = totals.pop(GPU_MEMORY, 0)
     cpu = totals.pop("cpu", 0)
@@ -200,7 +210,7 @@ def pod_request(pod: dict[str, Any]) -> PodRequest:
             request = Request(cpu_milli=cpu, memory_mib=mem)
     except InvalidRequestError as exc:
         raise PodRequestError(str(exc)) from None
-    return PodRequest(request=request, extended=totals)
+    return PodRequest(request=request, extended=totals, shared_replicas=bool(shared))
 
 
 def node_extended(allocatable: dict[str, Any]) -> dict[str, int]:
