@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from placement import Unschedulable
+from placement.migrequest import PLAN
 from scheduler.annotations import ASSIGNMENT
 from scheduler.cache import AccountingProblem, ClusterCache, Placed, PodRecord
 from scheduler.config import SchedulerConfig
@@ -24,6 +25,7 @@ from scheduler.informer import Reflector
 from scheduler.kube import ApiError, KubeClient
 from scheduler.leader import LeaderElectionConfig, LeaderElector, default_identity
 from scheduler.metrics import HealthServer, SchedulerMetrics
+from scheduler.migplans import MigWait
 from scheduler.podspec import PodRequestError
 from scheduler.queue import QueuedPod, SchedulingQueue
 from scheduler.recorder import Recorder
@@ -248,24 +250,76 @@ class Scheduler:
     def schedule_one(self, queued: QueuedPod) -> None:
         with self.cache.lock:
             rec = self.cache.pods.get(queued.uid)
-            if rec is None or rec.node_name or rec.deleting or rec.uid in self.cache.assumed:
+            if rec is None or rec.node_name or rec.deleting:
+                if rec is None or rec.deleting:
+                    self.cache.forget(queued.uid)  # drops a MIG reservation nobody will use
                 self.queue.done(queued.uid)
                 return
-            problem = rec.problem
+            if rec.uid in self.cache.mig_waits:
+                outcome = self.cache.mig_wait_outcome(rec.uid)
+                if not outcome.ready and outcome.message is None:
+                    self.queue.unschedulable(queued.uid)  # a node update brings it back
+                    return
+                self.cache.forget(rec.uid)  # ready: decide again, on instances that now exist
+                if outcome.message is not None:
+                    problem: str | None = outcome.message
+                    self.queue.move_all_to_active()  # the dropped reservation may fit someone else
+            elif rec.uid in self.cache.assumed:
+                self.queue.done(queued.uid)
+                return
+            else:
+                problem = None
+            problem = problem or rec.problem
             started = time.perf_counter()
+            result: Placed | Unschedulable | None = None
             if problem is None:
                 try:
                     result = self.cache.decide(rec)
                 except PodRequestError as exc:
                     problem = str(exc)
             elapsed = time.perf_counter() - started
+            plan = None
+            if isinstance(result, Placed) and result.assignment.mig_plans:
+                plan = self.cache.start_mig_wait(result, self.config.migPlanTimeoutSeconds)
         self.metrics.algorithm.observe(elapsed)
         if problem is not None:
-            self._fail(rec, queued, problem, invalid=True)
+            self._fail(rec, queued, problem, invalid=problem == rec.problem)
         elif isinstance(result, Unschedulable):
             self._fail(rec, queued, result.message)
+        elif plan is not None:
+            self._publish_plan(rec, queued, *plan)
         else:
             self.binder.submit(self._bind, result, rec, queued)
+
+    def _publish_plan(self, rec: PodRecord, queued: QueuedPod, wait: MigWait, value: str) -> None:
+        """Ask the node agent for the new MIG instances; the pod waits (parked) until it answers.
+
+        Published from the scheduling loop, not the bind pool, so that a node's plans land in
+        generation order."""
+        try:
+            if self.elector is not None and not self.elector.is_leader:
+                raise _NotLeader()
+            self.api.patch(f"/api/v1/nodes/{wait.node}", {"metadata": {"annotations": {PLAN: value}}})
+        except Exception as exc:
+            with self.cache.lock:
+                self.cache.forget(rec.uid)
+            log.warning("publishing the MIG plan for %s on %s failed: %s", rec.key, wait.node, exc)
+            self.recorder.event(
+                rec.obj, "Warning", "FailedScheduling", "MigPlan", f"Publishing the MIG plan failed: {exc}"
+            )
+            self.queue.retry(queued.uid)
+            return
+        self.metrics.attempts.labels("waiting_for_mig").inc()
+        log.info("pod %s waits for %s (MIG plan generation %d)", rec.key, wait.description, wait.generation)
+        self.queue.unschedulable(queued.uid)
+        self.recorder.event(
+            rec.obj,
+            "Normal",
+            "WaitingForMIG",
+            "MigPlan",
+            f"Waiting for the node agent to create {wait.description} "
+            f"(MIG plan generation {wait.generation})",
+        )
 
     def _fail(self, rec: PodRecord, queued: QueuedPod, message: str, invalid: bool = False) -> None:
         self.metrics.attempts.labels("unschedulable").inc()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -37,11 +38,22 @@ from placement import (
 )
 from placement.devices import first_free, tightest_fit
 from placement.fragmentation import Fragmentation, FragmentationTracker
+from placement.migrequest import encode_plan
 from placement.model import MigSlot
 from placement.timeslice import replica_request
 from placement.topology import numa_nodes
 from scheduler.annotations import ASSIGNMENT, AssignmentError, GpuAssignment, GpuShare, decode
 from scheduler.constraints import ConstraintError, EligibilityCache, PodConstraints
+from scheduler.migplans import (
+    MigWait,
+    PlanRecord,
+    WaitOutcome,
+    describe_new,
+    instance_counts,
+    plan_record,
+    wait_outcome,
+    wanted_plan,
+)
 from scheduler.nodes import NodeInfo, node_info
 from scheduler.podspec import GPU, GPU_SHARED, PodRequest, PodRequestError, pod_request
 
@@ -193,6 +205,12 @@ class ClusterCache:
         self.serves_fractions = np.zeros(0, dtype=bool)
         self.renamed_replicas = np.zeros(0, dtype=bool)
         """Nodes whose time-sliced replicas are `nvidia.com/gpu.shared` (none of `nvidia.com/gpu`)."""
+        self.plan_records: dict[str, PlanRecord] = {}
+        """Per node, what its MIG plan annotations say (`scheduler/migplans.py`)."""
+        self.published: dict[str, int] = {}
+        """Per node, the last MIG plan generation this scheduler published."""
+        self.mig_waits: dict[str, MigWait] = {}
+        """Pods whose new MIG instances are reserved while the node agent creates them."""
         self._slice_ids: dict[str, tuple[str, ...]] = {}
         """Bound pods charged as several one-slice assignments (k replicas on a time-sliced node)."""
         self.ext_alloc: dict[str, np.ndarray] = {}
@@ -211,8 +229,12 @@ class ClusterCache:
         info = node_info(node)
         if info.problem:
             log.warning("node %s: %s", info.name, info.problem)
+        record = plan_record(node)
+        plans_moved = self.plan_records.get(info.name, PlanRecord()) != record
+        if plans_moved:
+            self.plan_records[info.name] = record
         if self.nodes.get(info.name) == info:
-            return False
+            return plans_moved  # waiting MIG pods look again; the placement state stands
         self.nodes[info.name] = info
         self._dirty = True
         return True
@@ -224,6 +246,8 @@ class ClusterCache:
         return True
 
     def replace_nodes(self, nodes: Iterable[dict[str, Any]]) -> None:
+        nodes = list(nodes)
+        self.plan_records = {n["metadata"]["name"]: plan_record(n) for n in nodes}
         infos = {i.name: i for i in map(node_info, nodes)}
         if infos != self.nodes:
             self.nodes = infos
@@ -260,6 +284,7 @@ class ClusterCache:
     def delete_pod(self, uid: str) -> bool:
         rec = self.pods.pop(uid, None)
         self.assumed.pop(uid, None)
+        self.mig_waits.pop(uid, None)
         freed = self._uncharge(uid)
         if rec is not None and rec.node_name and any(self.overcommitted):
             self._dirty = True  # maybe the over-committed node is fine again
@@ -316,7 +341,8 @@ class ClusterCache:
                 self.assumed.pop(placed.uid)
                 continue
             index = self.state.index[placed.node]
-            moved = replace(placed.assignment, pod=placed.uid, node=index)
+            # Plans are derived again: instances a pending plan asked for may exist by now.
+            moved = replace(placed.assignment, pod=placed.uid, node=index, mig_plans=())
             try:
                 self.state.allocate(moved)
                 self._charge_ext(placed.uid, index, rec.request.extended if rec.request else {})
@@ -575,9 +601,41 @@ class ClusterCache:
         return placed
 
     def forget(self, uid: str) -> None:
-        """Undo an assumed decision whose bind failed."""
+        """Undo an assumed decision whose bind failed (or whose MIG wait ended)."""
+        self.mig_waits.pop(uid, None)
         if self.assumed.pop(uid, None) is not None:
             self._uncharge(uid)
+
+    # -- dynamic MIG: reserve, publish, wait (scheduler/migplans.py) ----------------------
+
+    def start_mig_wait(self, placed: Placed, timeout: float) -> tuple[MigWait, str]:
+        """Hold an assumed decision that creates MIG instances; returns the wait and the node's
+        new `tessellate.dev/mig-plan` value to publish."""
+        assert self.state is not None
+        node = placed.node
+        record = self.plan_records.get(node, PlanRecord())
+        answered = record.status.generation if record.status is not None else 0
+        generation = max(record.generation, answered, self.published.get(node, 0)) + 1
+        self.published[node] = generation
+        uuids = self.nodes[node].gpu_uuids
+        plan = wanted_plan(self.state, self.state.index[node], generation, uuids)
+        wait = MigWait(
+            placed.uid,
+            node,
+            generation,
+            time.monotonic() + timeout,
+            describe_new(placed.assignment.mig_plans, node),
+        )
+        self.mig_waits[placed.uid] = wait
+        return wait, encode_plan(plan)
+
+    def mig_wait_outcome(self, uid: str, now: float | None = None) -> WaitOutcome:
+        wait = self.mig_waits[uid]
+        info = self.nodes.get(wait.node)
+        if info is None:
+            return WaitOutcome(message=f"node {wait.node} is gone")
+        record = self.plan_records.get(wait.node, PlanRecord())
+        return wait_outcome(wait, record, instance_counts(info.spec.mig), info.mig_allocatable, now)
 
     # -- observations --------------------------------------------------------------------
 

@@ -74,6 +74,9 @@ class SchedulerConfig:
     maxGpuSharers: int = 0
     """Most GPU fractions (pods) one GPU may hold at once; 0: unlimited (only milli-GPU and
     GPU memory bound sharing)."""
+    migPlanTimeoutSeconds: float = 180.0
+    """How long a MIG pod waits for a node agent (`--mig-dynamic`) to create the instances
+    planned for it before its reservation is dropped and it is tried again."""
     leaderElection: LeaderElection = field(default_factory=LeaderElection)
     clientConnection: ClientConnection = field(default_factory=ClientConnection)
 
@@ -97,6 +100,8 @@ class SchedulerConfig:
             raise ConfigError("bindWorkers: must be at least 1")
         if self.maxGpuSharers < 0:
             raise ConfigError(f"maxGpuSharers: must be 0 (unlimited) or positive, got {self.maxGpuSharers}")
+        if self.migPlanTimeoutSeconds <= 0:
+            raise ConfigError(f"migPlanTimeoutSeconds: must be positive, got {self.migPlanTimeoutSeconds}")
         if self.podMaxBackoffSeconds < self.podInitialBackoffSeconds:
             raise ConfigError("podMaxBackoffSeconds must be >= podInitialBackoffSeconds")
         host, _, port = self.bindAddress.rpartition(":")
@@ -112,6 +117,7 @@ _DURATION_FIELDS = {
     "podInitialBackoffSeconds",
     "podMaxBackoffSeconds",
     "unschedulableRetrySeconds",
+    "migPlanTimeoutSeconds",
 }
 
 

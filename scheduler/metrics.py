@@ -92,7 +92,7 @@ class SchedulerMetrics:
             "Rebuilds of the placement state (node changes) since start",
             registry=r,
         )
-        for result in ("scheduled", "unschedulable", "error"):
+        for result in ("scheduled", "unschedulable", "error", "waiting_for_mig"):
             self.attempts.labels(result)
 
     def watch_gpus(self, usage: Callable[[], dict[str, tuple[int, int, float, float]]]) -> None:

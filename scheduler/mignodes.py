@@ -8,9 +8,10 @@ those counts (`plan_layout` on an empty GPU), on MIG GPUs numbered after the who
 ones. The number of MIG GPUs is the `nvidia.com/gpu.count` label minus the whole
 GPUs when that label exists, else the fewest GPUs that can hold the counts.
 
-Publishing dynamic MIG plans from the live scheduler (mig-manager's
-`nvidia.com/mig.config` label or a per-GPU annotation) is not done yet: live nodes
-are static, and the simulator models dynamic MIG.
+A node whose agent runs with `--mig-dynamic` says so in the devices annotation
+(`"mig_dynamic": true`); its layouts then come from that annotation alone (every GPU,
+in MIG mode or not) and the core may plan new instances there, which the scheduler
+publishes for the agent (`scheduler/migplans.py`).
 """
 
 from __future__ import annotations
@@ -50,26 +51,43 @@ def mig_counts(allocatable: dict[str, Any], parse: Any) -> dict[str, int]:
     return out
 
 
+def mig_dynamic(annotations: dict[str, str]) -> bool:
+    """Does this node's agent create MIG instances on request (`--mig-dynamic`)?"""
+    try:
+        return json.loads(annotations.get(DEVICES) or "{}").get("mig_dynamic") is True
+    except (ValueError, AttributeError):
+        return False
+
+
 def read_mig(
-    counts: dict[str, int], whole_gpus: int, model: str, labels: dict[str, str], annotations: dict[str, str]
+    counts: dict[str, int],
+    whole_gpus: int,
+    model: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    dynamic: bool = False,
 ) -> MigInventory | None:
-    """The node's MIG partitions, or None when it has no MIG instances (a problem says why
-    MIG instances could not be used, e.g. a model without MIG geometry)."""
-    if not counts:
+    """The node's MIG partitions, or None when it has no MIG instances and cannot make any
+    (a problem says why MIG instances could not be used, e.g. a model without MIG geometry)."""
+    if not counts and not dynamic:
         return None
     try:
         g = geometry(model)
     except MigError:
+        if not counts:
+            return None  # a dynamic agent on GPUs without MIG: nothing to plan
         return MigInventory(
             (), whole_gpus, f"MIG resources on GPU model {model or 'unknown'!r} without MIG geometry"
         )
-    known = _from_agent(g, annotations)
-    if known is not None:
+    known = _from_agent(g, annotations, every_gpu=dynamic)
+    if known is not None or not counts:
         return known
     return _canonical(g, counts, whole_gpus, labels)
 
 
-def _from_agent(g: MigGeometry, annotations: dict[str, str]) -> MigInventory | None:
+def _from_agent(g: MigGeometry, annotations: dict[str, str], every_gpu: bool = False) -> MigInventory | None:
+    """Layouts from the agent's annotation; `every_gpu`: also when no GPU is in MIG mode yet
+    (a dynamic node lists all its GPUs, each a layout to plan into or None)."""
     raw = annotations.get(DEVICES)
     if not raw:
         return None
@@ -85,7 +103,7 @@ def _from_agent(g: MigGeometry, annotations: dict[str, str]) -> MigInventory | N
         return MigInventory(
             (), 0, f"annotation {DEVICES} has no usable MIG layout ({exc}); assuming mig-parted's"
         )
-    if not any(layouts):
+    if not any(layouts) and not (every_gpu and layouts):
         return None
     return MigInventory(tuple(layouts), len(layouts))
 

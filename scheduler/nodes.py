@@ -21,7 +21,7 @@ from placement.catalogue import GPU_MODELS
 from placement.mig import MigError, geometry
 from placement.model import MigSpec
 from placement.topology import NodeTopology, TopologyError, from_inventory
-from scheduler.mignodes import mig_counts, read_mig
+from scheduler.mignodes import mig_counts, mig_dynamic, read_mig
 from scheduler.podspec import (
     GPU,
     GPU_MILLI,
@@ -67,6 +67,8 @@ class NodeInfo:
     serves_fractions: bool = False
     """Allocatable `tessellate.dev/gpu-milli` (the node agent runs): without it the kubelet
     would refuse a fraction pod, so fractions only go where it is."""
+    mig_allocatable: dict[str, int] = field(default_factory=dict)
+    """Allocatable `nvidia.com/mig-<profile>` per profile: what the kubelet will admit."""
     replica_resource: str = ""
     """Time-sliced node: the resource its GPU replicas are advertised as (`nvidia.com/gpu` or
     `nvidia.com/gpu.shared`); empty on ordinary nodes."""
@@ -128,6 +130,13 @@ def _physical_gpus(annotations: dict[str, str], allocatable: int) -> tuple[int, 
     if not declared - len(unhealthy) <= allocatable <= declared:
         return allocatable, ()
     return declared, unhealthy
+
+
+def _declared_gpus(annotations: dict[str, str]) -> int:
+    try:
+        return len(json.loads(annotations[TOPOLOGY])["gpus"])
+    except (KeyError, ValueError, TypeError):
+        return 0
 
 
 def _unhealthy(annotations: dict[str, str]) -> tuple[int, ...] | None:
@@ -225,7 +234,10 @@ def node_info(node: dict[str, Any]) -> NodeInfo:
     if gpus and not model:
         model = "unknown"  # GPUs without gpu-feature-discovery labels: any-model pods may use them
     annotations = meta.get("annotations") or {}
-    mig = read_mig(migs, gpus, model, labels, annotations)
+    dynamic = mig_dynamic(annotations) and replicas == 1
+    if dynamic and not model and _declared_gpus(annotations):
+        model = gpu_model_name(labels.get(PRODUCT_LABEL, ""))  # every GPU may be in MIG mode, none whole
+    mig = read_mig(migs, gpus, model, labels, annotations, dynamic=dynamic)
     mig_problem = mig.problem if mig is not None else None
     if mig is not None and mig.layouts:
         gpus = mig.gpu_count  # MIG GPUs are not in allocatable nvidia.com/gpu ("mixed" strategy)
@@ -242,7 +254,9 @@ def node_info(node: dict[str, Any]) -> NodeInfo:
             gpu_model=model,
             max_pods=max(pods, 0),
             topology=topology,
-            mig=MigSpec(layouts=mig.layouts) if mig is not None and 0 < len(mig.layouts) <= gpus else None,
+            mig=MigSpec(layouts=mig.layouts, dynamic=dynamic)
+            if mig is not None and 0 < len(mig.layouts) <= gpus
+            else None,
             gpu_memory_mib=gpu_memory(annotations, labels, model) if gpus else 0,
             gpu_replicas=replicas if gpus else 1,
         ),
@@ -253,6 +267,7 @@ def node_info(node: dict[str, Any]) -> NodeInfo:
         serves_fractions=_positive(allocatable.get(GPU_MILLI)),
         gpu_uuids=uuids,
         replica_resource=replica_resource if gpus else "",
+        mig_allocatable=migs,
         unhealthy_gpus=unhealthy,
         problem="; ".join(
             p for p in (problem, slicing_problem, uuid_problem, topology_problem, mig_problem) if p
