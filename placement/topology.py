@@ -3,7 +3,9 @@
 A multi-GPU pod runs at the speed of its slowest GPU pair, so inside the chosen
 node Tessellate picks the free GPUs whose *bottleneck* (minimum pairwise)
 bandwidth is highest, and node scoring can ask how close a node's best set comes
-to the best that node shape could ever offer.
+to the best that node shape could ever offer (`topology_score`), or to the best
+any node of the cluster offers (`TopologyIndex(..., relative_to="cluster")`, from
+the GB/s of `best_bandwidth`).
 
 Values
 ------
@@ -563,6 +565,7 @@ class _Tables:
         self.best = best
         self.reversed = (bits * (1 << np.arange(g - 1, -1, -1))).sum(axis=1)
         self.score = self._scores()
+        self.gbps = self._gbps()
         self.choice = np.full((n, g + 1), -1, dtype=np.int32)
         self._known = np.zeros((n, g + 1), dtype=bool)
         if g <= EAGER_GPUS:
@@ -579,6 +582,15 @@ class _Tables:
         score[:, :2] = 1.0  # zero or one GPU: nothing to connect
         score[best < 0] = 0.0
         return score
+
+    def _gbps(self) -> np.ndarray:
+        """Bottleneck GB/s of the best k-subset of each mask: inf for k <= 1 (no pair to
+        connect), 0 when fewer than k GPUs are free."""
+        g = self.gpu_count
+        gbps = self.levels[np.maximum(self.best, 0) // (g + 1)]
+        gbps[:, :2] = np.inf
+        gbps[self.best < 0] = 0.0
+        return _readonly(gbps)
 
     def _fill(self, sets: np.ndarray, subsets: np.ndarray) -> None:
         """Rank every candidate (free set F, chosen subset S) and keep the best S per (F, k)."""
@@ -659,6 +671,17 @@ def topology_score(topology: NodeTopology, free_mask: int | np.ndarray | Sequenc
     return float(topology._tables.score[mask, k])
 
 
+def best_bandwidth(topology: NodeTopology, free_mask: int | np.ndarray | Sequence[bool], k: int) -> float:
+    """Bottleneck GB/s (slowest pair) of the k free GPUs `best_gpu_set` would choose: 0.0
+    when fewer than k are free, inf for k <= 1 (no pair to connect). Unlike
+    `topology_score` it is comparable across node shapes."""
+    _check_k(k)
+    mask = _as_mask(topology, free_mask)
+    if k > topology.gpu_count:
+        return 0.0
+    return float(topology._tables.gbps[mask, k])
+
+
 def numa_nodes(topology: NodeTopology, gpus: Sequence[int]) -> tuple[int, ...]:
     """The distinct NUMA nodes (ascending) that `gpus` sit on, for the assignment record."""
     for gpu in gpus:
@@ -675,22 +698,47 @@ def free_masks(free: np.ndarray) -> np.ndarray:
     return free.astype(np.int64) @ (np.int64(1) << np.arange(free.shape[1], dtype=np.int64))
 
 
+RELATIVE_TO = ("shape", "cluster")
+"""What a `TopologyIndex` score is relative to (see there)."""
+
+
 class TopologyIndex:
     """Node -> topology, with every distinct shape's score table stacked for one gather.
 
+    `relative_to` says what a score of 1.0 means for a k-GPU request:
+
+    * ``"shape"`` (default): `topology_score`, the bottleneck bandwidth of the node's
+      best free k-set over the best an empty node of *its own shape* offers. A PCIe
+      server with its best pair free scores as high as an NVSwitch node.
+    * ``"cluster"``: the same bandwidth over the best any node shape of this index
+      offers for k GPUs when empty (`reference`), so the score compares nodes of
+      different shapes: an NVSwitch node scores 1.0, a PCIe-only one a small fraction.
+      Shapes with fewer than k GPUs score 0; k <= 1 scores 1.0 (nothing to connect).
+
     Nodes without a topology (None) score `unknown_score` when at least k GPUs are
-    free and 0 otherwise. `max_gpus` is the widest mask asked about (default: the
-    largest known topology, or 8 when none is known); pass `ClusterState.max_gpus`
-    when some nodes have no topology. Immutable: rebuild it when a node's topology changes
-    (cheap; the per-shape tables live on the shared `NodeTopology` objects).
+    free and 0 otherwise. Its default is 1.0 for ``"shape"`` (as good as the node could
+    be); for ``"cluster"`` it is a typical node of the index: the mean over the nodes
+    with a known topology of at least k GPUs of their score when empty (`unknown`, per
+    k; 1.0 where no known node has k GPUs): an unknown node attracts a k-GPU pod as much
+    as an empty node drawn at random from the known ones would on average. In a cluster
+    of one known shape that is 1.0, as under ``"shape"``.
+
+    `max_gpus` is the widest mask asked about (default: the largest known topology, or
+    8 when none is known); pass `ClusterState.max_gpus` when some nodes have no
+    topology. Immutable: rebuild it when a node's topology changes (cheap; the
+    per-shape tables live on the shared `NodeTopology` objects).
     """
 
     def __init__(
         self,
         topologies: Sequence[NodeTopology | None],
-        unknown_score: float = 1.0,
+        unknown_score: float | None = None,
         max_gpus: int | None = None,
+        relative_to: str = "shape",
     ):
+        if relative_to not in RELATIVE_TO:
+            raise ValueError(f"relative_to must be one of {', '.join(RELATIVE_TO)}, got {relative_to!r}")
+        self.relative_to = relative_to
         distinct: dict[NodeTopology, int] = {}
         by_identity: dict[int, int] = {}  # interned shapes repeat: skip hashing the whole description
         ids = np.zeros(len(topologies), dtype=np.int64)
@@ -712,10 +760,40 @@ class TopologyIndex:
         masks = np.arange(1 << g)
         pop = ((masks[:, None] >> np.arange(g)) & 1).sum(axis=1)
         tables = np.zeros((len(distinct) + 1, 1 << g, g + 1))
-        tables[0] = np.where(pop[:, None] >= np.arange(g + 1), unknown_score, 0.0)
+        # reference[k]: the best bottleneck (GB/s) any known shape offers k GPUs when empty
+        reference = np.zeros(g + 1)
+        for topology in distinct:
+            empty = topology._tables.gbps[-1]
+            reference[: len(empty)] = np.maximum(reference[: len(empty)], empty)
+        reference[:2] = np.inf
+        self.reference = _readonly(reference)
         for topology, row in distinct.items():
-            score = topology._tables.score
+            if relative_to == "shape":
+                score = topology._tables.score
+            else:
+                gbps = topology._tables.gbps
+                score = np.zeros(gbps.shape)
+                width = gbps.shape[1]
+                pair = np.arange(width) >= 2
+                score[:, pair] = gbps[:, pair] / reference[:width][pair]
+                score[:, ~pair] = gbps[:, ~pair] > 0  # k <= 1: 1.0 when free (gbps inf), else 0
             tables[row, : score.shape[0], : score.shape[1]] = score
+        if unknown_score is not None:
+            unknown = np.full(g + 1, float(unknown_score))
+        elif relative_to == "shape":
+            unknown = np.ones(g + 1)
+        else:
+            unknown = np.ones(g + 1)
+            shapes = list(distinct)  # row r holds shapes[r - 1]
+            rows, counts = np.unique(ids[ids > 0], return_counts=True)
+            width = np.array([shapes[r - 1].gpu_count for r in rows], dtype=np.int64)
+            for k in range(2, g + 1):
+                fits = width >= k
+                if fits.any():
+                    empty = tables[rows[fits], (1 << width[fits]) - 1, k]
+                    unknown[k] = np.average(empty, weights=counts[fits])
+        self.unknown = _readonly(unknown)
+        tables[0] = np.where(pop[:, None] >= np.arange(g + 1), unknown, 0.0)
         self.tables = _readonly(tables)
 
     def __len__(self) -> int:
@@ -740,11 +818,13 @@ def scores_for_nodes(
 __all__ = [
     "LINK_TYPES",
     "MAX_GPUS",
+    "RELATIVE_TO",
     "GpuPlace",
     "Link",
     "NodeTopology",
     "TopologyError",
     "TopologyIndex",
+    "best_bandwidth",
     "best_gpu_set",
     "dgx1_v100",
     "free_masks",

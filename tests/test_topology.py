@@ -16,6 +16,7 @@ from placement.topology import (
     NodeTopology,
     TopologyError,
     TopologyIndex,
+    best_bandwidth,
     best_gpu_set,
     dgx1_v100,
     free_masks,
@@ -338,6 +339,8 @@ def test_best_gpu_set_equals_brute_force_for_every_free_mask_and_size(name):
             else:
                 want = brute.quality(expected)[0] / empty_best[k]
             assert topology_score(t, free, k) == pytest.approx(want), (name, bin(free), k)
+            gbps = 0.0 if expected is None else brute.quality(expected)[0]  # inf for k = 1
+            assert best_bandwidth(t, free, k) == gbps, (name, bin(free), k)
 
 
 def test_memoised_path_for_large_nodes_agrees_with_the_precomputed_table(monkeypatch):
@@ -400,6 +403,7 @@ def test_best_gpu_set_equals_brute_force_on_random_small_topologies(t):
             assert chosen == brute.choose(free, k)
             score = topology_score(t, free, k)
             assert 0.0 <= score <= 1.0
+            assert best_bandwidth(t, free, k) == (0.0 if chosen is None else brute.quality(chosen)[0])
             if chosen is not None:
                 assert set(chosen) <= {i for i in range(t.gpu_count) if free >> i & 1}
                 assert len(chosen) == k
@@ -440,3 +444,99 @@ def test_index_shares_tables_between_identical_nodes():
     index = TopologyIndex([nvswitch(8)] * 1000 + [dgx1_v100()] * 1000)
     assert index.tables.shape == (3, 256, 9)
     assert set(np.unique(index.ids)) == {1, 2}
+
+
+# --------------------------------------------------------------------------- scores across node shapes
+
+
+def best_bottleneck(t: NodeTopology, free: int, k: int) -> float:
+    """The definition of `best_bandwidth`, the slow way: the best slowest pair of any k free GPUs."""
+    gpus = [i for i in range(t.gpu_count) if free >> i & 1]
+    if k > len(gpus):
+        return 0.0
+    return max(
+        (min((t.bandwidth[i, j] for i, j in itertools.combinations(c, 2)), default=float("inf")))
+        for c in itertools.combinations(gpus, k)
+    )
+
+
+def cluster_scores_by_loop(nodes: list, masks: list[int], k: int) -> list[float]:
+    """`relative_to="cluster"` scores node by node, straight from the definition."""
+    known = [t for t in nodes if t is not None]
+    fits = [t for t in known if t.gpu_count >= k]
+    reference = max((best_bottleneck(t, (1 << t.gpu_count) - 1, k) for t in fits), default=0.0)
+
+    def absolute(t: NodeTopology, free: int) -> float:
+        if k > t.gpu_count or free.bit_count() < k:
+            return 0.0
+        return 1.0 if k <= 1 else best_bottleneck(t, free, k) / reference
+
+    empty = [absolute(t, (1 << t.gpu_count) - 1) for t in fits]
+    typical = sum(empty) / len(empty) if empty and k >= 2 else 1.0
+    return [
+        (typical if free.bit_count() >= k else 0.0) if t is None else absolute(t, free)
+        for t, free in zip(nodes, masks, strict=True)
+    ]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(small_topologies(), min_size=1, max_size=3),
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 63)), min_size=1, max_size=10),
+    st.integers(0, 7),
+)
+def test_cluster_relative_scores_equal_a_per_node_loop(shapes, picks, k):
+    nodes = [None if pick >= len(shapes) else shapes[pick] for pick, _ in picks]
+    masks = [
+        free & ((1 << (6 if t is None else t.gpu_count)) - 1)
+        for t, (_, free) in zip(nodes, picks, strict=True)
+    ]
+    index = TopologyIndex(nodes, max_gpus=6, relative_to="cluster")
+    got = scores_for_nodes(index, np.array(masks, dtype=np.int64), k)
+    assert got.tolist() == pytest.approx(cluster_scores_by_loop(nodes, masks, k))
+    assert ((got >= 0.0) & (got <= 1.0 + 1e-12)).all()
+
+
+def test_cluster_relative_scores_rank_an_nvswitch_node_above_pcie_for_the_same_k():
+    nvs, pcie_only = nvswitch(8, nvlink_generation=3), pcie(8, 2, 2, nvlink_pairs=False, pcie_generation=3)
+    shape = TopologyIndex([nvs, pcie_only])
+    cluster = TopologyIndex([nvs, pcie_only], relative_to="cluster")
+    full = np.array([0xFF, 0xFF])
+    for k in (2, 4, 8):
+        assert scores_for_nodes(shape, full, k).tolist() == [1.0, 1.0]  # blind across shapes
+        assert scores_for_nodes(cluster, full, k).tolist() == pytest.approx(
+            [1.0, best_bandwidth(pcie_only, 0xFF, k) / 600.0]
+        )
+    # 4 GPUs on one socket behind 2 PCIe switches: host-bridge class, 3/4 of PCIe 3 x16
+    assert scores_for_nodes(cluster, full, 4)[1] == pytest.approx(31.5 * 0.75 / 600)
+    assert cluster.reference[4] == 600.0
+    # one GPU: nothing to connect, so every node that has it free scores 1.0
+    assert scores_for_nodes(cluster, np.array([0x01, 0x00]), 1).tolist() == [1.0, 0.0]
+
+
+def test_unknown_nodes_score_as_a_typical_known_node_and_do_not_change_as_they_fill():
+    nvs, dgx = nvswitch(8, nvlink_generation=3), dgx1_v100()
+    nodes = [nvs, dgx, dgx, dgx, None]
+    index = TopologyIndex(nodes, relative_to="cluster")
+    dgx_empty = best_bandwidth(dgx, 0xFF, 4) / 600.0
+    assert index.unknown[4] == pytest.approx((1.0 + 3 * dgx_empty) / 4)  # weighted by node count
+    unknown = [scores_for_nodes(index, np.array([free]), 4, nodes=np.array([4]))[0] for free in (0xFF, 0x0F)]
+    assert unknown == pytest.approx([index.unknown[4]] * 2)
+    assert scores_for_nodes(index, np.array([0x07]), 4, nodes=np.array([4]))[0] == 0.0  # 3 free < 4
+    # with one known shape, an unknown node counts as an empty node of it, as under "shape"
+    assert TopologyIndex([dgx, None], relative_to="cluster").unknown.tolist() == [1.0] * 9
+    # an explicit unknown_score still wins
+    assert TopologyIndex(nodes, unknown_score=0.25, relative_to="cluster").unknown[4] == 0.25
+
+
+def test_cluster_reference_skips_shapes_too_small_for_k_and_unknown_k_is_neutral():
+    small, large = nvswitch(4, nvlink_generation=4), pcie(8, 4, 1, nvlink_pairs=False)
+    index = TopologyIndex([small, large, None], relative_to="cluster")
+    assert index.reference[4] == 900.0 and index.reference[8] == 63.0 * 0.25  # 8 GPUs span 2 sockets
+    got = scores_for_nodes(index, np.array([0x0F, 0xFF, 0xFF]), 8)
+    assert got.tolist() == [0.0, 1.0, 1.0]  # only the PCIe node has 8 GPUs; unknown = typical = it
+
+
+def test_index_rejects_an_unknown_reference():
+    with pytest.raises(ValueError, match="relative_to"):
+        TopologyIndex([dgx1_v100()], relative_to="node")

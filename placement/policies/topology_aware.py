@@ -1,19 +1,44 @@
-"""FGD that also weighs how well a node can connect a multi-GPU pod's GPUs.
+"""FGD that also weighs how fast a node can connect a multi-GPU pod's GPUs.
 
 A k-GPU job runs at the speed of its slowest GPU pair, so for whole-GPU
-requests of k >= 2 the node score blends FGD's fragmentation score with the
-node's topology score (the bottleneck bandwidth of its best free k-set, relative
-to the best that node shape offers when empty, 0..1; nodes without a known
-topology count as 1, so the policy never penalises missing information):
+requests of k >= 2 the node score blends FGD's fragmentation score with a
+topology score in 0..1:
 
     score = (1 - w) * fgd + w * 100 * topology
 
 with w = `PolicyContext.topology_weight` (0: plain FGD; 1: topology only).
-Single GPUs and fractions are scored by FGD alone. The score still depends only
-on the node's state and the request's shape, so the per-node score cache holds.
+Single GPUs and fractions are scored by FGD alone.
+
+`fgd-topo`: the topology score is *absolute*. It is the bottleneck bandwidth of
+the node's best free k-set (the set `best_gpu_set` would hand out) over the best
+bottleneck any node shape of the cluster offers k GPUs when empty. On a cluster of
+HGX A100 (NVSwitch), DGX-1 V100 and PCIe servers a 4-GPU job scores 1.0 on an
+empty NVSwitch node, 0.08 on an empty DGX-1 and 0.04 on a PCIe-only server, so
+multi-GPU jobs are steered to the fast fabric while it has room.
+
+`fgd-topo-relative`: the score is relative to the node's own shape (its best
+free k-set over the best an empty node of that shape offers): it prefers, among
+nodes of one shape, those that still have an intact well-connected set, but it
+cannot tell a PCIe server from an NVSwitch node.
+
+Nodes without a known topology: `fgd-topo-relative` scores them 1.0 (as good as
+the node could be). For `fgd-topo` 1.0 would mean "as good as the best node in
+the cluster" and would pull multi-GPU jobs onto nodes nobody knows anything
+about; 0 would push them off. Neutral is a typical node instead: the mean, over
+the known nodes with at least k GPUs, of their score when empty
+(`TopologyIndex.unknown`). With one known shape that is 1.0, as before; an unknown
+node's topology term does not change as it fills, so among unknown nodes FGD
+alone decides. A cluster with no known topology is scored by plain FGD.
+
+The reference bandwidths are fixed when the policy is bound to a cluster, so a
+node's score still depends only on its own state and the request's shape and
+the per-node score cache holds. Both scores come from per-shape tables indexed by
+(free-GPU mask, k) and are gathered for all feasible nodes at once.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import numpy as np
 
@@ -29,7 +54,9 @@ from placement.topology import TopologyIndex, free_masks, scores_for_nodes
 class TopologyAwareFgd(FgdPolicy):
     name = "fgd-topo"
     paper_name = None
-    description = "FGD blended with NVLink/PCIe/NUMA fitness for multi-GPU pods"
+    description = "FGD blended with the bottleneck GB/s a node gives multi-GPU pods, across node shapes"
+    relative_to: ClassVar[str] = "cluster"
+    """`TopologyIndex` reference: "cluster" (absolute) or "shape" (relative to the node's shape)."""
 
     def bind(self, state: ClusterState) -> None:
         super().bind(state)
@@ -38,7 +65,7 @@ class TopologyAwareFgd(FgdPolicy):
             raise ValueError(f"topology weight must be in 0..1, got {self.weight}")
         topologies = [node.topology for node in state.nodes]
         self._index = (
-            TopologyIndex(topologies, max_gpus=state.max_gpus)
+            TopologyIndex(topologies, max_gpus=state.max_gpus, relative_to=self.relative_to)
             if any(t is not None for t in topologies)
             else None
         )
@@ -50,6 +77,15 @@ class TopologyAwareFgd(FgdPolicy):
         masks = free_masks(state.gpu_left[nodes] == MILLI_PER_GPU)
         topo = scores_for_nodes(self._index, masks, request.gpu_count, nodes=nodes)
         return np.rint((1.0 - self.weight) * fgd + self.weight * 100.0 * topo).astype(np.int64)
+
+
+@register
+class ShapeRelativeTopologyFgd(TopologyAwareFgd):
+    """`fgd-topo` with the topology score relative to each node's own shape."""
+
+    name = "fgd-topo-relative"
+    description = "FGD blended with how close a node's best free GPU set comes to the best of its shape"
+    relative_to = "shape"
 
 
 @register
