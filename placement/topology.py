@@ -317,8 +317,12 @@ def nvswitch(
     numa: Sequence[int] | None = None,
     pcie_generation: int | None = None,
     kind: str | None = None,
+    links_per_gpu: int | None = None,
 ) -> NodeTopology:
     """An NVSwitch baseboard: every pair at the GPU's full NVLink bandwidth.
+
+    `links_per_gpu` overrides the generation's link count for export variants whose
+    NVLink is capped (A800 and H800: 400 GB/s, i.e. 8 links of 50 GB/s).
 
     NVLink 2 = DGX-2 (V100), 3 = DGX/HGX A100, 4 = DGX/HGX H100/H200, 5 = HGX B200
     (reference section 2, NVSwitch generations). NUMA defaults to the first half of
@@ -330,7 +334,11 @@ def nvswitch(
     numa_ids = list(numa) if numa is not None else [0 if i < gpus // 2 else 1 for i in range(gpus)]
     if len(numa_ids) != gpus:
         raise TopologyError(f"numa lists {len(numa_ids)} GPUs, expected {gpus}")
-    links = NVLINKS_PER_GPU[nvlink_generation]
+    links = links_per_gpu or NVLINKS_PER_GPU[nvlink_generation]
+    if not 0 < links <= NVLINKS_PER_GPU[nvlink_generation]:
+        raise TopologyError(
+            f"NVLink {nvlink_generation} GPUs have 1..{NVLINKS_PER_GPU[nvlink_generation]} links"
+        )
     return intern(
         NodeTopology(
             kind=kind or f"nvswitch-nvlink{nvlink_generation}-{gpus}gpu",

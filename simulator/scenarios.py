@@ -31,11 +31,14 @@ SPOT_NODES = (
 MIB_PER_CPU = 8 * 1024
 """The spot node list has no memory column; 8 GiB per core is a common GPU-server ratio."""
 
-# spot-gpu-2026 model -> (catalogue name, NVLink generation of its NVSwitch board)
+# spot-gpu-2026 model -> (catalogue name, NVLink generation of its NVSwitch board, NVLinks per
+# GPU). A800 and H800 are export variants whose NVLink is capped at 400 GB/s (8 x 50 GB/s)
+# against 600 GB/s for the A100 and 900 GB/s for the H100 (vendor statements, not in
+# ../shared/reference).
 _SPOT_MODELS = {
-    "A100-SXM4-80GB": ("A100-80GB", 3),
-    "A800-SXM4-80GB": ("A800-80GB", 3),
-    "H800": ("H800-80GB", 4),
+    "A100-SXM4-80GB": ("A100-80GB", 3, 12),
+    "A800-SXM4-80GB": ("A800-80GB", 3, 8),
+    "H800": ("H800-80GB", 4, 8),
 }
 
 # mixed-topology: (share, GPU model, topology factory)
@@ -65,7 +68,7 @@ def spot_nvswitch_nodes(path: Path = SPOT_NODES) -> tuple[NodeSpec, ...]:
                 raise TraceError(
                     path, f"cpu_num must be an integer, got {row.get('cpu_num')!r}", line
                 ) from None
-            model, generation = known
+            model, generation, links = known
             nodes.append(
                 NodeSpec(
                     name=f"spot-{row['node_name']}",
@@ -73,7 +76,7 @@ def spot_nvswitch_nodes(path: Path = SPOT_NODES) -> tuple[NodeSpec, ...]:
                     memory_mib=cpus * MIB_PER_CPU,
                     gpu_count=8,
                     gpu_model=model,
-                    topology=nvswitch(8, nvlink_generation=generation),
+                    topology=nvswitch(8, nvlink_generation=generation, links_per_gpu=links),
                 )
             )
     if not nodes:

@@ -17,7 +17,7 @@ from placement import (
     TargetWorkload,
 )
 from placement.policies import create_policy
-from placement.topology import dgx1_v100
+from placement.topology import best_bandwidth, dgx1_v100
 from simulator.interconnect import interconnect_quality
 from simulator.scenarios import mixed_topology_nodes, scenario_trace, spot_nvswitch_nodes
 from simulator.traces.synthetic import SyntheticConfig, generate
@@ -37,6 +37,9 @@ def test_spot_nodes_are_the_8_gpu_nvswitch_boards() -> None:
     assert len(nodes) == 432 + 22 + 219  # A100, A800 and H800 rows with 8 GPUs
     assert {n.gpu_model for n in nodes} == {"A100-80GB", "A800-80GB", "H800-80GB"}
     assert all(n.topology is not None and n.topology.gpu_count == 8 for n in nodes)
+    # A800 and H800 are export variants: NVLink capped at 400 GB/s, against the A100's 600.
+    pair = {n.gpu_model: best_bandwidth(n.topology, 0xFF, 2) for n in nodes}
+    assert pair == {"A100-80GB": 600.0, "A800-80GB": 400.0, "H800-80GB": 400.0}
 
 
 def test_mixed_cluster_has_every_wiring() -> None:
