@@ -32,7 +32,9 @@ from integration.test_agent import (
     node_capacity_writer,
     other_ids,
 )
-from scheduler.agent.annotation import TOPOLOGY
+from placement.mig import MigInstance, geometry
+from placement.migrequest import PLAN, PLAN_STATUS, decode_plan, decode_status
+from scheduler.agent.annotation import DEVICES, TOPOLOGY
 from scheduler.agent.devices import GPU, GPU_MEMORY, GPU_MILLI
 from scheduler.agent.fake import fake_uuid
 from scheduler.agent.fake_kubelet import FakeKubelet
@@ -46,7 +48,9 @@ pytestmark = pytest.mark.integration
 class AgentProcess:
     """`tessellate agent run` as a subprocess, logging to a file."""
 
-    def __init__(self, kubeconfig: str, node: str, gpus: Path, plugin_dir: Path, log: Path):
+    def __init__(
+        self, kubeconfig: str, node: str, gpus: Path, plugin_dir: Path, log: Path, extra: tuple[str, ...] = ()
+    ):
         self.log_path = log
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
@@ -54,6 +58,7 @@ class AgentProcess:
                 sys.executable, "-m", "tessellate.agent_cli", "run",
                 "--kubeconfig", kubeconfig, "--node-name", node, "--fake", str(gpus),
                 "--device-plugin-dir", str(plugin_dir), "--mode", "full", "--kubelet-poll", "100ms",
+                *extra,
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -83,16 +88,21 @@ def gpu_node(admin: KubeClient) -> Iterator[str]:
         admin.delete(f"/api/v1/nodes/{name}")
 
 
-@pytest.fixture
+@pytest.fixture(params=[()], ids=["full"])
 def stack(
-    control_plane: cluster.ControlPlane, admin: KubeClient, gpu_node: str, tmp_path: Path
+    request: pytest.FixtureRequest,
+    control_plane: cluster.ControlPlane,
+    admin: KubeClient,
+    gpu_node: str,
+    tmp_path: Path,
 ) -> Iterator[FakeKubelet]:
-    """Fake kubelet, agent process and scheduler process, ready to place and admit pods."""
+    """Fake kubelet, agent process and scheduler process, ready to place and admit pods
+    (`request.param`: extra agent flags)."""
     kubelet = FakeKubelet(tmp_path / "dp", on_devices=node_capacity_writer(admin, gpu_node)).start()
     gpus = tmp_path / "gpus.yaml"
     gpus.write_text(yaml.safe_dump(hgx_a100(gpu_node)))
     kubeconfig = agent_kubeconfig(control_plane, admin, gpu_node, tmp_path)
-    agent = AgentProcess(kubeconfig, gpu_node, gpus, kubelet.directory, tmp_path / "agent.log")
+    agent = AgentProcess(kubeconfig, gpu_node, gpus, kubelet.directory, tmp_path / "agent.log", request.param)
     sched = None
     try:
         kubelet.wait_registered([GPU, GPU_MILLI], timeout=60)
@@ -165,3 +175,37 @@ def test_quarter_gpu_pod_gets_its_gpu_uuid_and_mps_limits(
     assert response.envs[MPS_MEMORY] == "0=10240M"
     recorded = admin.get(f"/api/v1/namespaces/{namespace}/pods/quarter")["metadata"]["annotations"]
     assert json.loads(recorded["tessellate.dev/allocated"]) == {"main": [target]}
+
+
+@pytest.mark.parametrize("stack", [("--mig-dynamic",)], ids=["mig-dynamic"], indirect=True)
+def test_a_mig_pod_waits_for_the_agent_to_create_its_instance_then_gets_it(
+    stack: FakeKubelet, admin: KubeClient, gpu_node: str, namespace: str
+) -> None:
+    """No GPU is in MIG mode: the scheduler plans an instance, the agent creates it, the kubelet
+    advertises it, and only then is the pod bound, to exactly that instance."""
+    kubelet = stack
+    resource = "nvidia.com/mig-1g.10gb"
+    admin.post(f"/api/v1/namespaces/{namespace}/pods", gpu_pod("small", namespace, gpu_node, {resource: "1"}))
+    assignment = bound_assignment(admin, namespace, "small")
+    (share,) = assignment.gpus
+    assert share.mig == "1g.10gb" and share.uuid == fake_uuid(gpu_node, share.index)
+
+    annotations = admin.get(f"/api/v1/nodes/{gpu_node}")["metadata"]["annotations"]
+    plan = decode_plan(annotations[PLAN], geometry("A100-80GB"))
+    status = decode_status(annotations[PLAN_STATUS])
+    assert status.applied and status.generation == plan.generation
+    wanted = plan.gpu(share.index)
+    assert wanted is not None and MigInstance("1g.10gb", share.start) in wanted.layout.instances
+    devices = {g["index"]: g for g in json.loads(annotations[DEVICES])["gpus"]}
+    created = [
+        m
+        for m in devices[share.index]["mig"]["instances"]
+        if (m["profile"], m["start"]) == ("1g.10gb", share.start)
+    ]
+    assert len(created) == 1, devices[share.index]
+    reasons = [e.get("reason") for e in cluster.events_for(admin, namespace, "small")]
+    assert "WaitingForMIG" in reasons and "Scheduled" in reasons
+
+    assert kubelet.healthy_ids(resource) == [created[0]["uuid"]]
+    response = kubelet.allocate(resource, [created[0]["uuid"]])
+    assert response.envs[VISIBLE_DEVICES] == created[0]["uuid"]
