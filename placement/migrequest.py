@@ -166,6 +166,7 @@ def decode_status(raw: str) -> PlanStatus:
         generation, state = doc["generation"], doc["state"]
     except (ValueError, KeyError, TypeError) as exc:
         raise PlanFormatError(f"{PLAN_STATUS} does not parse: {exc}") from None
-    if not isinstance(generation, int) or state not in STATES:
+    positive = isinstance(generation, int) and not isinstance(generation, bool) and generation >= 1
+    if not positive or state not in STATES:
         raise PlanFormatError(f"{PLAN_STATUS}: bad generation {generation!r} or state {state!r}")
     return PlanStatus(generation, state, str(doc.get("message") or ""), str(doc.get("time") or ""))

@@ -29,6 +29,9 @@ what it does:
     tessellate.dev/gpu-milli   1000 devices per GPU (fractions: 1..999 of one GPU)
     nvidia.com/gpu             1 device per GPU, only with --mode full, which
                                replaces NVIDIA's device plugin on this node
+    nvidia.com/mig-<profile>   1 device per MIG instance (ID = its MIG UUID),
+                               only with --mode full, every profile of the
+                               node's MIG-capable GPU models
   Allocate gives each container exactly the GPUs in its pod's
   tessellate.dev/assignment annotation (written by the scheduler), as
   NVIDIA_VISIBLE_DEVICES (or CDI names), plus CUDA MPS limits for fractions.
@@ -36,6 +39,10 @@ what it does:
   tessellate.dev/gpu-devices annotations, and tessellate.dev/gpu-memory-mib as
   an extended resource (capacity and allocatable). A GPU with a critical Xid,
   or all GPUs when discovery fails, are reported Unhealthy to the kubelet.
+  With --mig-dynamic it applies the scheduler's tessellate.dev/mig-plan node
+  annotation (enable MIG mode, create instances; never destroy one) and
+  answers in tessellate.dev/mig-plan-status. With --mps-daemon it runs and
+  supervises the CUDA MPS control daemon that enforces fractions' limits.
 
 examples:
   # in the DaemonSet (manifests/agent/): node name from the downward API
@@ -44,6 +51,11 @@ examples:
   # a simulated node against a test cluster, no GPU needed
   tessellate agent run --kubeconfig K --node-name gpu-node-1 --fake gpus.yaml \\
       --device-plugin-dir /tmp/dp --mode full
+
+  # whole GPUs, MIG instances and fractions, MIG layouts planned by the
+  # scheduler, MPS enforcing the fractions
+  tessellate agent run --node-name "$NODE_NAME" --mode full --mig-dynamic \\
+      --mps-daemon --mps-pipe-dir /run/nvidia/mps
 
 See docs/agent.md for the fake GPU file, MPS and RBAC.
 """
@@ -133,6 +145,43 @@ def add_agent_command(subparsers: argparse._SubParsersAction) -> None:
         "containers (default: none; the MPS limits are then only set, not enforced)",
     )
     run.add_argument(
+        "--mps-daemon",
+        action="store_true",
+        help="start nvidia-cuda-mps-control -d with --mps-pipe-dir, restart it when it dies, "
+        "and stop it (quit) when the agent stops",
+    )
+    run.add_argument(
+        "--mps-control-binary",
+        default="nvidia-cuda-mps-control",
+        metavar="PATH",
+        help="the MPS control program, a name on $PATH or a path (default nvidia-cuda-mps-control)",
+    )
+    run.add_argument(
+        "--mps-log-dir",
+        default="/var/log/nvidia-mps",
+        metavar="DIR",
+        help="CUDA_MPS_LOG_DIRECTORY for the daemon started by --mps-daemon (default /var/log/nvidia-mps)",
+    )
+    run.add_argument(
+        "--mps-quit-on-exit",
+        action="store_true",
+        help="quit the MPS control daemon when the agent stops (default: leave it running, since "
+        "quitting also ends the MPS servers of running fractional pods; the next agent adopts it)",
+    )
+    run.add_argument(
+        "--mig-dynamic",
+        action="store_true",
+        help="apply the scheduler's MIG plans (node annotation tessellate.dev/mig-plan): enable MIG "
+        "mode on idle GPUs and create the planned instances; needs --mode full",
+    )
+    run.add_argument(
+        "--mig-plan-poll",
+        type=_duration,
+        default=1.0,
+        metavar="DURATION",
+        help="how often to look at the Node for a new MIG plan, with --mig-dynamic (default 1s)",
+    )
+    run.add_argument(
         "--rediscover-interval",
         type=_duration,
         default=60.0,
@@ -188,13 +237,14 @@ def _backend(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def run_agent_command(args: argparse.Namespace) -> int:
     from scheduler.agent.discovery import DiscoveryError
+    from scheduler.agent.mps import MpsError
 
     errors = Console(stderr=True, soft_wrap=True)
     try:
         if args.agent_command == "discover":
             return _discover(args)
         return _run(args)
-    except DiscoveryError as exc:
+    except (DiscoveryError, MpsError) as exc:
         errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return 1
     except AgentUsageError as exc:
@@ -249,6 +299,24 @@ def _discover(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mps(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The MPS daemon to supervise (--mps-daemon), or None."""
+    from scheduler.agent.mps import MpsDaemon
+
+    if args.mps_pipe_dir and not args.mps_pipe_dir.startswith("/"):
+        raise AgentUsageError(f"--mps-pipe-dir must be an absolute host path, got {args.mps_pipe_dir!r}")
+    if not args.mps_daemon:
+        return None
+    if not args.mps_pipe_dir:
+        raise AgentUsageError("--mps-daemon needs --mps-pipe-dir (where the daemon's pipes go)")
+    return MpsDaemon(
+        args.mps_control_binary,
+        Path(args.mps_pipe_dir),
+        Path(args.mps_log_dir),
+        quit_on_exit=args.mps_quit_on_exit,
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     import os
 
@@ -271,14 +339,15 @@ def _run(args: argparse.Namespace) -> int:
             poll_seconds=args.kubelet_poll,
             rediscover_seconds=args.rediscover_interval,
             resync_seconds=args.resync_interval,
+            mig_dynamic=args.mig_dynamic,
+            mig_plan_poll_seconds=args.mig_plan_poll,
+            mps=_mps(args),
             runtime=RuntimeOptions(
                 device_list_strategy=args.device_list_strategy, mps_pipe_dir=args.mps_pipe_dir
             ),
         )
     except ValueError as exc:
         raise AgentUsageError(str(exc)) from None
-    if args.mps_pipe_dir and not args.mps_pipe_dir.startswith("/"):
-        raise AgentUsageError(f"--mps-pipe-dir must be an absolute host path, got {args.mps_pipe_dir!r}")
     from kubernetes.config import ConfigException
 
     try:

@@ -81,3 +81,17 @@ def test_run_without_a_node_name_is_a_usage_error(
     monkeypatch.delenv("NODE_NAME", raising=False)
     assert main(["run", "--fake", "x.yaml"]) == 2
     assert "--node-name" in capsys.readouterr().err
+
+
+def test_mig_dynamic_without_full_mode_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--node-name", "n", "--mig-dynamic"]) == 2
+    assert "--mig-dynamic needs --mode full" in capsys.readouterr().err
+
+
+def test_run_help_names_the_mig_and_mps_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    for phrase in ("nvidia.com/mig-<profile>", "--mig-dynamic", "tessellate.dev/mig-plan-status",
+                   "--mps-daemon", "--mps-control-binary"):  # fmt: skip
+        assert phrase in text

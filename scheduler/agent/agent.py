@@ -6,8 +6,9 @@
     agent.stop()
 
 Threads: one registrar (kubelet restarts), one health monitor (events and
-rediscovery), one node publisher (annotations, GPU memory), plus each plugin's
-gRPC server. `stop()` ends them all and removes our sockets.
+rediscovery), one node publisher (annotations, GPU memory), with
+`--mig-dynamic` one MIG plan watcher, plus each plugin's gRPC server.
+`stop()` ends them all and removes our sockets.
 """
 
 from __future__ import annotations
@@ -19,14 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scheduler.agent.claims import Claims, KubePods, PodSource
-from scheduler.agent.devices import MODES
+from scheduler.agent.devices import MODES, served_resources
 from scheduler.agent.discovery import Backend
 from scheduler.agent.health import HealthMonitor
+from scheduler.agent.inventory import Gpu
 from scheduler.agent.kubelet import Registrar
+from scheduler.agent.migplan import MigPlanApplier
+from scheduler.agent.migwatch import MigPlanWatcher
+from scheduler.agent.mps import MpsDaemon
 from scheduler.agent.node import NodePublisher
 from scheduler.agent.plugin import DevicePluginService, PluginServer
 from scheduler.agent.responses import RuntimeOptions
-from scheduler.agent.state import DeviceState
+from scheduler.agent.state import DeviceState, Snapshot
 from scheduler.kube import KubeClient
 
 log = logging.getLogger("tessellate.agent")
@@ -46,10 +51,20 @@ class AgentConfig:
     resync_seconds: float = 60.0
     """How often the Node object is checked even when nothing changed."""
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    mig_dynamic: bool = False
+    """Apply the scheduler's MIG plans (`tessellate.dev/mig-plan`) on this node."""
+    mig_plan_poll_seconds: float = 1.0
+    mps: MpsDaemon | None = None
+    """The MPS control daemon to run and supervise (`--mps-daemon`); None: not our job."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mig_dynamic and self.mode != "full":
+            raise ValueError(
+                "--mig-dynamic needs --mode full: the instances it creates are served as "
+                "nvidia.com/mig-<profile>, which only --mode full does"
+            )
         if not self.node_name:
             raise ValueError("the agent needs its node's name (--node-name or $NODE_NAME)")
 
@@ -78,12 +93,20 @@ class Agent:
         self.registrar: Registrar | None = None
         self.health: HealthMonitor | None = None
         self.publisher: NodePublisher | None = None
+        self.mig_watcher: MigPlanWatcher | None = None
+        self.lock = threading.Lock()
+        """Shared by every plugin's Allocate and the MIG plan watcher."""
         self._threads: list[threading.Thread] = []
 
     def _uuid_of_index(self, index: int) -> str | None:
         assert self.state is not None
         gpus = self.state.snapshot().inventory.gpus
         return gpus[index].uuid if 0 <= index < len(gpus) else None
+
+    def _gpu_at(self, index: int) -> Gpu | None:
+        assert self.state is not None
+        gpus = self.state.snapshot().inventory.gpus
+        return gpus[index] if 0 <= index < len(gpus) else None
 
     def start(self) -> None:
         inventory = self.backend.discover()
@@ -93,11 +116,13 @@ class Agent:
             ", ".join(sorted({g.model for g in inventory.gpus})) or "none",
             inventory.source,
         )
+        if self.config.mps is not None:
+            self.config.mps.start()  # before any socket exists: a failure leaves nothing behind
         self.state = state = DeviceState(inventory)
-        claims = Claims(self.pods, self._uuid_of_index)
-        lock = threading.Lock()
+        claims = Claims(self.pods, self._uuid_of_index, self._gpu_at)
+        lock = self.lock
         self.config.device_plugin_dir.mkdir(parents=True, exist_ok=True)
-        for resource in MODES[self.config.mode]:
+        for resource in served_resources(self.config.mode, inventory):
             service = DevicePluginService(resource, state, claims, self.config.runtime, lock, self.stopping)
             server = PluginServer(service, self.config.device_plugin_dir)
             server.start()
@@ -106,9 +131,37 @@ class Agent:
         self.health = HealthMonitor(self.backend, state, self.config.rediscover_seconds)
         self._spawn("registrar", self.registrar.run)
         self._spawn("health", self.health.run)
+        if self.config.mps is not None:
+            self._spawn("mps", self.config.mps.run)
         if self.api is not None:
-            self.publisher = NodePublisher(self.api, self.config.node_name, state, self.config.resync_seconds)
+            self.publisher = NodePublisher(
+                self.api,
+                self.config.node_name,
+                state,
+                self.config.resync_seconds,
+                mig_dynamic=self.config.mig_dynamic,
+            )
             self._spawn("node-publisher", self.publisher.run)
+            if self.config.mig_dynamic:
+                applier = MigPlanApplier(self.backend, self._rediscover)
+                self.mig_watcher = MigPlanWatcher(
+                    self.api,
+                    self.config.node_name,
+                    state,
+                    applier,
+                    self.publisher,
+                    self.pods,
+                    self.lock,
+                    self.config.mig_plan_poll_seconds,
+                )
+                self._spawn("mig-plans", self.mig_watcher.run)
+        elif self.config.mig_dynamic:
+            log.warning("--mig-dynamic needs the API server (to read plans); not watching for them")
+
+    def _rediscover(self) -> Snapshot:
+        assert self.health is not None and self.state is not None
+        self.health.rediscover()
+        return self.state.snapshot()
 
     def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
         thread = threading.Thread(target=target, args=(self.stopping,), name=f"agent-{name}", daemon=True)
@@ -125,4 +178,6 @@ class Agent:
             server.socket.unlink(missing_ok=True)
         for thread in self._threads:
             thread.join(timeout=10)
+        if self.config.mps is not None:
+            self.config.mps.leave()
         self.backend.close()

@@ -8,9 +8,9 @@ a node whose topology does not parse must not happen because of us.
 
 `tessellate.dev/gpu-devices` carries what the topology schema has no place
 for: per GPU its model, memory, health and MIG mode and instances, and the
-driver version. The scheduler does not need it today (models come from the
-`nvidia.com/gpu.product` label); `kubectl describe node` readers and a future
-MIG planner do.
+driver version. The scheduler reads health and the MIG instances (positions);
+`"mig_dynamic": true` at the top says this agent applies MIG plans
+(`--mig-dynamic`), and is absent otherwise.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def topology_annotation(inventory: Inventory) -> dict[str, Any]:
     return doc
 
 
-def devices_annotation(snapshot: Snapshot) -> dict[str, Any]:
+def devices_annotation(snapshot: Snapshot, mig_dynamic: bool = False) -> dict[str, Any]:
     """The `tessellate.dev/gpu-devices` object: what each GPU is and whether it is healthy."""
     inventory = snapshot.inventory
     gpus = []
@@ -91,7 +91,11 @@ def devices_annotation(snapshot: Snapshot) -> dict[str, Any]:
         if reason:
             entry["reason"] = reason
         gpus.append(entry)
-    return {"version": DEVICES_VERSION, "driver_version": inventory.driver_version, "gpus": gpus}
+    doc: dict[str, Any] = {"version": DEVICES_VERSION, "driver_version": inventory.driver_version}
+    if mig_dynamic:
+        doc["mig_dynamic"] = True
+    doc["gpus"] = gpus
+    return doc
 
 
 def encode(doc: dict[str, Any]) -> str:

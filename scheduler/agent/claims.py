@@ -12,6 +12,10 @@ A container counts as served once the agent has recorded it in the pod's
 `tessellate.dev/allocated` annotation (`{"container": ["GPU-...", ...]}`), or
 once the kubelet reports it created (a container ID in its status), which
 covers pods admitted before this agent ran.
+
+For `nvidia.com/mig-<profile>` the assignment's MIG entries (`mig`, `start`)
+name instances on a GPU; the container gets the UUIDs of the MIG devices at
+that GPU's start slot with that profile, which must exist on the node now.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from scheduler.annotations import ASSIGNMENT, AssignmentError, GpuAssignment, decode
+from scheduler.agent.inventory import Gpu
+from scheduler.annotations import ASSIGNMENT, AssignmentError, GpuAssignment, GpuShare, decode
 from scheduler.kube import ApiError, KubeClient
-from scheduler.podspec import GPU_MEMORY, GPU_MILLI, QuantityError, count
+from scheduler.podspec import GPU_MEMORY, GPU_MILLI, MIG_PREFIX, QuantityError, count
 
 ALLOCATED = "tessellate.dev/allocated"
 log = logging.getLogger("tessellate.agent.claims")
@@ -173,6 +178,35 @@ def _waiting(pod: dict[str, Any]) -> bool:
     return not meta.get("deletionTimestamp") and phase not in ("Succeeded", "Failed")
 
 
+def gpu_users(pods: list[dict[str, Any]], uuid_of_index: Callable[[int], str | None]) -> dict[str, str]:
+    """GPU UUID -> who uses it as a whole GPU or a fraction, e.g. `pod ns/p as a whole GPU`.
+
+    A GPU counts as used when a pod that has not finished (a deleting one may still
+    run) was served it (`tessellate.dev/allocated`) or is assigned it by the
+    scheduler (admitted or not yet): either way, switching the GPU to MIG mode
+    would pull it from under that pod. MIG instances do not count.
+    """
+    out: dict[str, str] = {}
+    for pod in sorted(pods, key=_age_key):
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        meta = pod.get("metadata") or {}
+        kind = "a fraction" if _slots(pod, GPU_MILLI) else "a whole GPU"
+        who = f"pod {meta.get('namespace')}/{meta.get('name')} as {kind}"
+        uuids = [u for served in served_containers(pod).values() for u in served]
+        raw = (meta.get("annotations") or {}).get(ASSIGNMENT)
+        if raw:
+            try:
+                shares = decode(raw).gpus
+            except AssignmentError:
+                shares = ()
+            uuids += [s.uuid or uuid_of_index(s.index) or "" for s in shares if s.mig is None]
+        for uuid in uuids:
+            if isinstance(uuid, str) and uuid and not uuid.startswith("MIG-"):
+                out.setdefault(uuid, who)
+    return out
+
+
 def _age_key(pod: dict[str, Any]) -> tuple[str, str, str]:
     meta = pod.get("metadata") or {}
     return (meta.get("creationTimestamp") or "", meta.get("namespace") or "", meta.get("name") or "")
@@ -181,9 +215,16 @@ def _age_key(pod: dict[str, Any]) -> tuple[str, str, str]:
 class Claims:
     """Find the claim behind an Allocate (or GetPreferredAllocation) call."""
 
-    def __init__(self, source: PodSource, uuid_of_index: Callable[[int], str | None]):
+    def __init__(
+        self,
+        source: PodSource,
+        uuid_of_index: Callable[[int], str | None],
+        gpu_at: Callable[[int], Gpu | None] | None = None,
+    ):
         self.source = source
         self.uuid_of_index = uuid_of_index
+        self.gpu_at = gpu_at or (lambda index: None)
+        """The node's GPU at an index now, with its MIG instances (MIG claims need them)."""
         self._served: set[tuple[str, str]] = set()
         """Containers served by this process; the annotation can lag behind a fast kubelet."""
 
@@ -248,6 +289,16 @@ class Claims:
             assignment = decode(raw)
         except AssignmentError as exc:
             raise ClaimError(f"{where}: bad {ASSIGNMENT} annotation: {exc}") from None
+        if resource.startswith(MIG_PREFIX):
+            return Claim(**base, uuids=self._mig_uuids(assignment, slot, resource, where))
+        instances = [s for s in assignment.gpus if s.mig is not None]
+        if instances:
+            first = instances[0]
+            raise ClaimError(
+                f"{where} asks for {resource}, but its assignment gives it MIG instances "
+                f"({first.mig} at start {first.start} of GPU {first.index}); "
+                f"a MIG instance is asked for as {MIG_PREFIX}{first.mig}"
+            )
         uuids = self._uuids(assignment, where)
         if resource == GPU_MILLI:
             if len(uuids) != 1:
@@ -281,6 +332,61 @@ class Claims:
                 )
             out.append(uuid)
         return tuple(out)
+
+    def _mig_uuids(
+        self, assignment: GpuAssignment, slot: _Slot, resource: str, where: str
+    ) -> tuple[str, ...]:
+        """The MIG device UUIDs of the container's slice of the assignment's MIG instances."""
+        profile = resource.removeprefix(MIG_PREFIX)
+        shares = [s for s in assignment.gpus if s.mig is not None]
+        if not shares:
+            raise ClaimError(
+                f"{where} asks for {resource}, but its assignment names no MIG instance "
+                f"(it lists {len(assignment.gpus)} whole GPU(s) or fractions)"
+            )
+        for share in shares:
+            if share.mig != profile:
+                raise ClaimError(
+                    f"{where}: the assignment names a {share.mig} instance on GPU {share.index}, "
+                    f"but the container asks for {resource}"
+                )
+        first = 0 if slot.init else slot.offset
+        mine = shares[first : first + slot.amount]
+        if len(mine) != slot.amount:
+            raise ClaimError(
+                f"{where}: container {slot.container} needs {slot.amount} MIG instances from positions "
+                f"{first}..{first + slot.amount - 1} of the assignment, which lists {len(shares)}"
+            )
+        out: list[str] = []
+        for share in mine:
+            out.extend(self._instance(share, profile, where))
+        return tuple(out)
+
+    def _instance(self, share: GpuShare, profile: str, where: str) -> list[str]:
+        """The UUIDs of the MIG device(s) the share names; refuses what does not exist."""
+        gpu = self.gpu_at(share.index)
+        named = f"{profile} at start {share.start} of GPU {share.index}"
+        if gpu is None:
+            raise ClaimError(f"{where}: the assignment names {named}, but this node has no GPU {share.index}")
+        if share.uuid and share.uuid != gpu.uuid:
+            raise ClaimError(
+                f"{where}: the assignment says GPU {share.index} is {share.uuid}, but on this node "
+                f"GPU {share.index} is {gpu.uuid}; refusing to guess which one was meant"
+            )
+        if not gpu.mig_enabled:
+            raise ClaimError(
+                f"{where}: the assignment names {named}, but GPU {share.index} is not in MIG mode"
+            )
+        there = [m for m in gpu.mig if m.start == share.start]
+        uuids = [m.uuid for m in there if m.profile == profile]
+        if not uuids:
+            listed = sorted(gpu.mig, key=lambda m: m.start)
+            has = ", ".join(f"{m.profile} at start {m.start}" for m in listed) or "no instances"
+            raise ClaimError(
+                f"{where}: the assignment names {named}, which does not exist on this node "
+                f"(GPU {share.index} has {has})"
+            )
+        return uuids
 
     @staticmethod
     def _memory(pod: dict[str, Any], slot: _Slot, assignment: GpuAssignment) -> int | None:

@@ -23,6 +23,17 @@ Per-GPU entries (a list under `gpus`) may set `uuid`, `model`, `memory_mib`,
 `reason` and `mig` (a list of `{profile, start, uuid?, memory_mib?}`; an empty
 list means MIG mode on with no instances). Direct links between GPU pairs go
 under `nvlink: {"0-1": 12, ...}`. `fail: "<message>"` makes discovery fail.
+
+Dynamic MIG (`enable_mig`, `create_mig`) never writes the file: what the
+agent changes lives in memory, as an overlay on whatever the file says, keyed
+by the GPU's UUID (like a real GPU, whose instances vanish on reboot: a new
+process starts from the file again). A GPU the overlay put in MIG mode stays
+in it, and the instances it created are added to the file's; their UUIDs
+derive from the GPU's UUID, profile and start (`fake_uuid`), so the same
+instance gets the same UUID every time. The rules are the real ones: the
+model must have MIG geometry (placement's catalogue), an instance must be a
+valid placement next to the existing ones, and a GPU entry with
+`mig_pending_reset: true` refuses to enable MIG mode as a GPU awaiting a reset.
 """
 
 from __future__ import annotations
@@ -30,12 +41,14 @@ from __future__ import annotations
 import threading
 import time
 import uuid as uuidlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from scheduler.agent.discovery import DiscoveryError, HealthEvent
+from placement.mig import MigError, MigLayout, geometry
+from scheduler.agent.discovery import DiscoveryError, HealthEvent, MigConfigError
 from scheduler.agent.inventory import Gpu, Inventory, MigDevice
 
 _TOP_KEYS = frozenset(
@@ -54,7 +67,18 @@ _TOP_KEYS = frozenset(
     }
 )
 _GPU_KEYS = frozenset(
-    {"uuid", "model", "memory_mib", "numa", "pcie_switch", "pci_bus_id", "health", "reason", "mig"}
+    {
+        "uuid",
+        "model",
+        "memory_mib",
+        "numa",
+        "pcie_switch",
+        "pci_bus_id",
+        "health",
+        "reason",
+        "mig",
+        "mig_pending_reset",
+    }
 )
 _MIG_KEYS = frozenset({"profile", "start", "uuid", "memory_mib"})
 _NAMESPACE = uuidlib.UUID("6f1d3c52-2b8e-4f8e-9d0a-7a5e0c7b9a11")
@@ -183,6 +207,11 @@ def _links(doc: dict, count: int, where: str) -> tuple[tuple[tuple[int, ...], ..
     return tuple(tuple(row) for row in matrix), nvswitch
 
 
+def created_mig_uuid(gpu_uuid: str, profile: str, start: int) -> str:
+    """The UUID the fake gives an instance it created (stable across calls and processes)."""
+    return fake_uuid(f"{gpu_uuid}/mig/{profile}", start, "MIG")
+
+
 class FakeBackend:
     """Reads a YAML file (or a dict) instead of asking NVML."""
 
@@ -197,6 +226,10 @@ class FakeBackend:
         self._stamp: tuple[int, int] | None = None
         self._started = False
         self._interrupted = False
+        self._mig_on: set[str] = set()
+        """GPU UUIDs put in MIG mode by `enable_mig`."""
+        self._created: dict[str, list[MigDevice]] = {}
+        """GPU UUID -> instances made by `create_mig`."""
 
     def _read(self) -> tuple[Inventory, dict[str, str]]:
         if self.path is None:
@@ -209,9 +242,71 @@ class FakeBackend:
             raise DiscoveryError(f"the fake GPU file {self.path} is not valid YAML: {exc}") from None
         return parse(doc, str(self.path))
 
+    def _overlaid(self, inventory: Inventory) -> Inventory:
+        """The file's inventory plus what enable_mig / create_mig changed (caller holds _cond)."""
+        gpus = []
+        for gpu in inventory.gpus:
+            created = self._created.get(gpu.uuid, [])
+            if gpu.uuid in self._mig_on or created:
+                taken = {m.start for m in gpu.mig}
+                mig = (*gpu.mig, *(m for m in created if m.start not in taken))
+                gpu = replace(gpu, mig_enabled=True, mig=tuple(sorted(mig, key=lambda m: m.start)))
+            gpus.append(gpu)
+        return replace(inventory, gpus=tuple(gpus))
+
+    def _gpu(self, index: int) -> tuple[Gpu, dict[str, Any]]:
+        """GPU `index` as discovery would report it, and its entry in the file (caller holds _cond)."""
+        try:
+            inventory = self._overlaid(self._read()[0])
+        except DiscoveryError as exc:
+            raise MigConfigError(str(exc)) from None
+        if not 0 <= index < len(inventory.gpus):
+            raise MigConfigError(f"there is no GPU {index} (the node has {len(inventory.gpus)})")
+        try:
+            doc = self._doc if self.path is None else yaml.safe_load(self.path.read_text())
+        except (OSError, yaml.YAMLError):
+            doc = None  # changed under us since _read; the entry's flags are then unknown
+        entries = doc.get("gpus") if isinstance(doc, dict) else None
+        entry = entries[index] if isinstance(entries, list) and isinstance(entries[index], dict) else {}
+        return inventory.gpus[index], entry
+
+    def enable_mig(self, index: int) -> None:
+        with self._cond:
+            gpu, entry = self._gpu(index)
+            if gpu.mig_enabled:
+                return
+            try:
+                geometry(gpu.model)
+            except MigError:
+                raise MigConfigError(f"GPU {index} ({gpu.model}) does not support MIG") from None
+            if entry.get("mig_pending_reset"):
+                raise MigConfigError(
+                    f"MIG mode on GPU {index} is pending a GPU reset (the fake file says "
+                    "mig_pending_reset); stop the processes on it and reset it, or reboot the node"
+                )
+            self._mig_on.add(gpu.uuid)
+
+    def create_mig(self, index: int, profile: str, start: int) -> None:
+        with self._cond:
+            gpu, _ = self._gpu(index)
+            if not gpu.mig_enabled:
+                raise MigConfigError(f"GPU {index} is not in MIG mode")
+            try:
+                g = geometry(gpu.model)
+                layout = MigLayout.of(g, *((m.profile, m.start) for m in gpu.mig))
+                layout.add(profile, start)
+                memory = g.profile(profile).memory_mib
+            except MigError as exc:
+                raise MigConfigError(
+                    f"cannot create {profile} at start {start} on GPU {index}: {exc}"
+                ) from None
+            device = MigDevice(created_mig_uuid(gpu.uuid, profile, start), profile, start, memory)
+            self._created.setdefault(gpu.uuid, []).append(device)
+
     def discover(self) -> Inventory:
         inventory, unhealthy = self._read()
         with self._cond:
+            inventory = self._overlaid(inventory)
             if not self._started:
                 # Health the file declares is reported once, through wait_events, like a Xid.
                 self._started = True

@@ -89,6 +89,15 @@ class Inventory:
     def by_uuid(self, uuid: str) -> Gpu | None:
         return next((g for g in self.gpus if g.uuid == uuid), None)
 
+    def mig_by_uuid(self, uuid: str) -> tuple[Gpu, MigDevice] | None:
+        """The MIG device with this UUID and its parent GPU (only GPUs in MIG mode count)."""
+        for gpu in self.gpus:
+            if gpu.mig_enabled:
+                for device in gpu.mig:
+                    if device.uuid == uuid:
+                        return gpu, device
+        return None
+
     def links(self, i: int, j: int) -> int:
         return self.nvlink[i][j] if self.nvlink else 0
 

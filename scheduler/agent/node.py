@@ -11,7 +11,8 @@
 
 Both are written when the state changes and checked again every resync, so a
 node object that someone edited (or a kubelet that re-registered the node)
-gets them back.
+gets them back. An agent without `--mig-dynamic` that finds a
+`tessellate.dev/mig-plan` on its node says once that it ignores it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import threading
 from typing import Any
 
+from placement.migrequest import PLAN
 from placement.topology import TopologyError
 from scheduler.agent.annotation import DEVICES, TOPOLOGY, devices_annotation, encode, topology_annotation
 from scheduler.agent.devices import GPU_MEMORY
@@ -35,8 +37,8 @@ def gpu_memory_mib(snapshot: Snapshot) -> int:
     )
 
 
-def desired_annotations(snapshot: Snapshot) -> dict[str, str]:
-    out = {DEVICES: encode(devices_annotation(snapshot))}
+def desired_annotations(snapshot: Snapshot, mig_dynamic: bool = False) -> dict[str, str]:
+    out = {DEVICES: encode(devices_annotation(snapshot, mig_dynamic))}
     try:
         out[TOPOLOGY] = encode(topology_annotation(snapshot.inventory))
     except TopologyError as exc:
@@ -45,21 +47,40 @@ def desired_annotations(snapshot: Snapshot) -> dict[str, str]:
 
 
 class NodePublisher:
-    def __init__(self, api: KubeClient, node: str, state: DeviceState, resync: float = 60.0):
+    def __init__(
+        self,
+        api: KubeClient,
+        node: str,
+        state: DeviceState,
+        resync: float = 60.0,
+        mig_dynamic: bool = False,
+    ):
         self.api = api
         self.node = node
         self.state = state
         self.resync = resync
+        self.mig_dynamic = mig_dynamic
+        self._plan_ignored = False
         self.published = threading.Event()
         """Set after the first successful publish (tests and readiness wait on it)."""
 
-    def publish(self, snapshot: Snapshot) -> bool:
-        """Bring the Node object up to date; True when something had to be written."""
+    def publish(self, snapshot: Snapshot, extra: dict[str, str] | None = None) -> bool:
+        """Bring the Node object up to date; True when something had to be written.
+
+        `extra` annotations go into the same PATCH (a MIG plan's status with the
+        inventory it produced)."""
         path = f"/api/v1/nodes/{self.node}"
         node = self.api.get(path)
         wrote = False
         current = (node.get("metadata") or {}).get("annotations") or {}
-        wanted = desired_annotations(snapshot)
+        if PLAN in current and not self.mig_dynamic and not self._plan_ignored:
+            log.warning(
+                "node %s has a %s annotation, but this agent runs without --mig-dynamic; ignoring it",
+                self.node,
+                PLAN,
+            )
+            self._plan_ignored = True
+        wanted = {**desired_annotations(snapshot, self.mig_dynamic), **(extra or {})}
         changed = {k: v for k, v in wanted.items() if current.get(k) != v}
         if changed:
             self.api.patch(path, {"metadata": {"annotations": changed}})

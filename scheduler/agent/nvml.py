@@ -10,6 +10,15 @@ plugin skips the same ones), which say nothing about the GPU.
 Every NVML failure becomes a `DiscoveryError` whose message says what to
 check; `tessellate agent discover` prints it as one line, never a traceback.
 The module is passed in (`NvmlBackend(nvml=...)`) so tests can use a stand-in.
+
+Dynamic MIG: `enable_mig` sets MIG mode and reads it back (on Ampere the new
+mode can stay *pending* until the GPU is reset; that is reported, not waited
+for); `create_mig` finds the NVML GPU-instance profile whose id is the
+catalogue's for that profile name, creates the GPU instance at the exact start
+(`nvmlDeviceCreateGpuInstanceWithPlacement`) and one compute instance spanning
+it, as `nvidia-smi mig -cgi P -C` does. If the compute instance cannot be made,
+the GPU instance just created is destroyed again so no unusable instance is
+left behind. Failures become `MigConfigError` with NVML's error text.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from scheduler.agent.discovery import DiscoveryError, HealthEvent
+from scheduler.agent.discovery import DiscoveryError, HealthEvent, MigConfigError
 from scheduler.agent.inventory import Gpu, Inventory, MigDevice
 
 log = logging.getLogger("tessellate.agent.nvml")
@@ -72,15 +81,18 @@ class NvmlBackend:
             self._nvml = pynvml
         return self._nvml
 
-    def _error(self, what: str, exc: Exception) -> DiscoveryError:
+    def _detail(self, exc: Exception) -> str:
+        """What went wrong, with a hint where we know one, else NVML's own text."""
         nvml = self._module()
         code = getattr(exc, "value", None)
         name = next(
             (n for n in _HINTS if getattr(nvml, n, object()) == code and code is not None),
             None,
         )
-        detail = _HINTS[name] if name else str(exc) or type(exc).__name__
-        return DiscoveryError(f"NVML {what} failed: {detail}")
+        return _HINTS[name] if name else str(exc) or type(exc).__name__
+
+    def _error(self, what: str, exc: Exception) -> DiscoveryError:
+        return DiscoveryError(f"NVML {what} failed: {self._detail(exc)}")
 
     def _call(self, what: str, fn: Any, *args: Any) -> Any:
         nvml = self._module()
@@ -245,6 +257,103 @@ class NvmlBackend:
                 )
             )
         return tuple(sorted(found, key=lambda m: m.start))
+
+    # -- dynamic MIG ------------------------------------------------------------------------
+
+    def _mig_call(self, what: str, fn: Any, *args: Any) -> Any:
+        nvml = self._module()
+        try:
+            return fn(*args)
+        except nvml.NVMLError as exc:
+            raise MigConfigError(f"NVML {what} failed: {self._detail(exc)}") from None
+
+    def _handle(self, index: int) -> Any:
+        nvml = self._module()
+        try:
+            self._init()
+        except DiscoveryError as exc:
+            raise MigConfigError(str(exc)) from None
+        return self._mig_call(f"GPU {index} handle", nvml.nvmlDeviceGetHandleByIndex, index)
+
+    def enable_mig(self, index: int) -> None:
+        nvml = self._module()
+        enable = getattr(nvml, "NVML_DEVICE_MIG_ENABLE", 1)
+        with self._lock:
+            handle = self._handle(index)
+            current, pending = self._mig_call(f"GPU {index} MIG mode", nvml.nvmlDeviceGetMigMode, handle)
+            if current == enable:
+                return
+            if pending != enable:
+                self._mig_call(f"enabling MIG mode on GPU {index}", nvml.nvmlDeviceSetMigMode, handle, enable)
+                current, pending = self._mig_call(f"GPU {index} MIG mode", nvml.nvmlDeviceGetMigMode, handle)
+            if current != enable:
+                raise MigConfigError(
+                    f"MIG mode on GPU {index} is pending a GPU reset: stop every process on GPU {index} "
+                    f"and run `nvidia-smi -r -i {index}`, or reboot the node"
+                )
+
+    def create_mig(self, index: int, profile: str, start: int) -> None:
+        from placement.mig import MigError, geometry
+
+        nvml = self._module()
+        with self._lock:
+            handle = self._handle(index)
+            model = _text(self._mig_call(f"GPU {index} name", nvml.nvmlDeviceGetName, handle))
+            try:
+                size = geometry(model).profile(profile).size
+            except MigError as exc:
+                raise MigConfigError(f"GPU {index}: {exc}") from None
+            info = self._gi_profile(handle, model, profile, index)
+            placement = nvml.c_nvmlGpuInstancePlacement_t()
+            placement.start = start
+            placement.size = size
+            what = f"creating {profile} at start {start} on GPU {index}"
+            instance = self._mig_call(
+                what, nvml.nvmlDeviceCreateGpuInstanceWithPlacement, handle, info.id, placement
+            )
+            try:
+                ci = self._ci_profile(instance, int(info.sliceCount), index, profile)
+                self._mig_call(
+                    f"{what} (its compute instance)",
+                    nvml.nvmlGpuInstanceCreateComputeInstance,
+                    instance,
+                    ci.id,
+                )
+            except MigConfigError:
+                self._maybe(nvml.nvmlGpuInstanceDestroy, instance)
+                raise
+
+    def _gi_profile(self, handle: Any, model: str, profile: str, index: int) -> Any:
+        """NVML's GPU-instance profile info for a profile name (matched by catalogue id)."""
+        nvml = self._module()
+        offered = []
+        for p in range(int(getattr(nvml, "NVML_GPU_INSTANCE_PROFILE_COUNT", 18))):
+            info = self._maybe(nvml.nvmlDeviceGetGpuInstanceProfileInfo, handle, p)
+            if info is None:
+                continue  # not offered by this GPU
+            name = mig_profile_name(model, int(info.id), int(info.sliceCount), int(info.memorySizeMB))
+            if name == profile:
+                return info
+            offered.append(name)
+        listed = ", ".join(offered) or "none"
+        raise MigConfigError(f"GPU {index} ({model}) offers no MIG profile {profile} (NVML lists: {listed})")
+
+    def _ci_profile(self, instance: Any, slices: int, index: int, profile: str) -> Any:
+        """The compute-instance profile that spans a whole GPU instance of `slices` slices."""
+        nvml = self._module()
+        constant = getattr(nvml, f"NVML_COMPUTE_INSTANCE_PROFILE_{slices}_SLICE", None)
+        if constant is None:
+            raise MigConfigError(
+                f"GPU {index}: NVML has no compute-instance profile for {profile} ({slices} slices)"
+            )
+        shared = getattr(nvml, "NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED", 0)
+        return self._mig_call(
+            f"compute-instance profile of {profile} on GPU {index}",
+            nvml.nvmlGpuInstanceGetComputeInstanceProfileInfo,
+            instance,
+            constant,
+            shared,
+        )
 
     # -- health ------------------------------------------------------------------------------
 

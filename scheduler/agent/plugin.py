@@ -21,7 +21,7 @@ from pathlib import Path
 import grpc
 
 from scheduler.agent.claims import Claim, ClaimError, Claims
-from scheduler.agent.devices import Resource, gpu_of
+from scheduler.agent.devices import AnyResource, MigResource, gpu_of
 from scheduler.agent.proto import API_VERSION
 from scheduler.agent.proto import deviceplugin_pb2 as pb
 from scheduler.agent.proto import deviceplugin_pb2_grpc as pb_grpc
@@ -38,7 +38,7 @@ STREAM_CHECK_SECONDS = 1.0
 class DevicePluginService(pb_grpc.DevicePluginServicer):
     def __init__(
         self,
-        resource: Resource,
+        resource: AnyResource,
         state: DeviceState,
         claims: Claims,
         options: RuntimeOptions,
@@ -140,14 +140,16 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         return pb.AllocateResponse(container_responses=responses)
 
     def _check_devices(self, requested: list[str]) -> None:
-        snapshot = self.state.snapshot()
-        known = {g.uuid for g in snapshot.inventory.gpus if not g.mig_enabled}
-        unknown = sorted({gpu_of(d) for d in requested} - known)
+        unknown = self.resource.unknown(requested, self.state.snapshot())
         if unknown:
-            raise ClaimError(f"device IDs of GPUs this node does not serve: {', '.join(unknown)}")
+            what = "MIG devices" if isinstance(self.resource, MigResource) else "device IDs of GPUs"
+            raise ClaimError(f"{what} this node does not serve as {self.resource.name}: {', '.join(unknown)}")
 
     def _check_gpus(self, claim: Claim) -> None:
         snapshot = self.state.snapshot()
+        if isinstance(self.resource, MigResource):
+            self._check_mig(claim)
+            return
         for uuid in claim.uuids:
             gpu = snapshot.inventory.by_uuid(uuid)
             if gpu is None:
@@ -158,6 +160,20 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
                 raise ClaimError(
                     f"{claim.describe()} is assigned {uuid}, which is unhealthy: {snapshot.reason(uuid)}"
                 )
+
+    def _check_mig(self, claim: Claim) -> None:
+        snapshot = self.state.snapshot()
+        for uuid in claim.uuids:
+            found = snapshot.inventory.mig_by_uuid(uuid)
+            if found is None:
+                raise ClaimError(f"{claim.describe()} is given MIG device {uuid}, which is not on this node")
+            gpu, _ = found
+            for which in (gpu.uuid, uuid):
+                if not snapshot.healthy(which):
+                    raise ClaimError(
+                        f"{claim.describe()} is given MIG device {uuid} of GPU {gpu.index}, which is "
+                        f"unhealthy: {snapshot.reason(which)}"
+                    )
 
     def _log(self, claim: Claim, requested: list[str]) -> None:
         picked = list(dict.fromkeys(gpu_of(d) for d in requested))
@@ -205,7 +221,7 @@ class PluginServer:
         self._identity: tuple[int, int] | None = None
 
     @property
-    def resource(self) -> Resource:
+    def resource(self) -> AnyResource:
         return self.service.resource
 
     def start(self) -> None:
