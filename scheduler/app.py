@@ -255,6 +255,7 @@ class Scheduler:
                     self.cache.forget(queued.uid)  # drops a MIG reservation nobody will use
                 self.queue.done(queued.uid)
                 return
+            wait_ended: str | None = None
             if rec.uid in self.cache.mig_waits:
                 outcome = self.cache.mig_wait_outcome(rec.uid)
                 if not outcome.ready and outcome.message is None:
@@ -262,14 +263,12 @@ class Scheduler:
                     return
                 self.cache.forget(rec.uid)  # ready: decide again, on instances that now exist
                 if outcome.message is not None:
-                    problem: str | None = outcome.message
+                    wait_ended = outcome.message
                     self.queue.move_all_to_active()  # the dropped reservation may fit someone else
             elif rec.uid in self.cache.assumed:
                 self.queue.done(queued.uid)
                 return
-            else:
-                problem = None
-            problem = problem or rec.problem
+            problem = wait_ended or rec.problem
             started = time.perf_counter()
             result: Placed | Unschedulable | None = None
             if problem is None:
@@ -283,7 +282,7 @@ class Scheduler:
                 plan = self.cache.start_mig_wait(result, self.config.migPlanTimeoutSeconds)
         self.metrics.algorithm.observe(elapsed)
         if problem is not None:
-            self._fail(rec, queued, problem, invalid=problem == rec.problem)
+            self._fail(rec, queued, problem, invalid=wait_ended is None)
         elif isinstance(result, Unschedulable):
             self._fail(rec, queued, result.message)
         elif plan is not None:

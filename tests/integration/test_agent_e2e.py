@@ -116,6 +116,8 @@ def stack(
         sched = SchedulerProcess(control_plane.kubeconfig, tmp_path, leaderElection={"leaderElect": False})
         sched.start()
         yield kubelet
+        # Every path the test took must be a designed one, not a crash the loop survived.
+        assert "Traceback" not in sched.log(), sched.log()[-4000:]
     except BaseException:
         print(agent.log()[-4000:])
         raise
