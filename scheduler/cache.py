@@ -382,14 +382,16 @@ class ClusterCache:
     # -- charging bound pods ---------------------------------------------------------
 
     def _block_unhealthy_gpus(self, infos: list[NodeInfo]) -> None:
-        """An unhealthy GPU is charged to a placeholder so no decision can pick it."""
+        """An unhealthy GPU, or one in MIG mode without instances, is charged to a placeholder
+        so no decision can pick it."""
         assert self.state is not None
         busy = Request(cpu_milli=0, gpu_count=1, gpu_milli=MILLI_PER_GPU)
         for index, info in enumerate(infos):
-            for gpu in info.unhealthy_gpus:
-                self.state.allocate(
-                    Assignment(f"unhealthy-gpu/{info.name}/{gpu}", index, info.name, busy, (gpu,))
-                )
+            blocked = [("unhealthy-gpu", g) for g in info.unhealthy_gpus]
+            empty = [g for g in info.mig_empty_gpus if g not in info.unhealthy_gpus]
+            blocked += [("mig-mode-empty-gpu", g) for g in empty]
+            for why, gpu in blocked:
+                self.state.allocate(Assignment(f"{why}/{info.name}/{gpu}", index, info.name, busy, (gpu,)))
 
     def _charge(self, rec: PodRecord) -> None:
         state = self.state

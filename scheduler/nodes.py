@@ -74,6 +74,9 @@ class NodeInfo:
     `nvidia.com/gpu.shared`); empty on ordinary nodes."""
     unhealthy_gpus: tuple[int, ...] = ()
     """GPU indices the node agent reports Unhealthy: charged as busy so no pod gets them."""
+    mig_empty_gpus: tuple[int, ...] = ()
+    """GPUs in MIG mode without instances (the agent's devices annotation): neither a whole GPU
+    (the device plugins leave them out of `nvidia.com/gpu`) nor MIG capacity, so blocked too."""
     problem: str | None = None
     """Why the node's inventory could not be read fully (an odd quantity or annotation)."""
 
@@ -130,6 +133,20 @@ def _physical_gpus(annotations: dict[str, str], allocatable: int) -> tuple[int, 
     if not declared - len(unhealthy) <= allocatable <= declared:
         return allocatable, ()
     return declared, unhealthy
+
+
+def _mig_empty(annotations: dict[str, str], gpu_count: int) -> tuple[int, ...]:
+    """Indices of GPUs the agent lists in MIG mode with no instance."""
+    try:
+        gpus = json.loads(annotations.get(DEVICES) or "{}").get("gpus") or []
+        empty = [
+            int(g["index"])
+            for g in gpus
+            if (g.get("mig") or {}).get("enabled") and not (g.get("mig") or {}).get("instances")
+        ]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return ()
+    return tuple(sorted(i for i in empty if 0 <= i < gpu_count))
 
 
 def _declared_gpus(annotations: dict[str, str]) -> int:
@@ -269,6 +286,7 @@ def node_info(node: dict[str, Any]) -> NodeInfo:
         replica_resource=replica_resource if gpus else "",
         mig_allocatable=migs,
         unhealthy_gpus=unhealthy,
+        mig_empty_gpus=_mig_empty(annotations, gpus),
         problem="; ".join(
             p for p in (problem, slicing_problem, uuid_problem, topology_problem, mig_problem) if p
         )

@@ -156,3 +156,15 @@ def test_a_rebuild_while_waiting_keeps_the_reservation() -> None:
     cache.upsert_node(dynamic_node(layouts=tuple(layouts), **{PLAN: value}))
     assert cache.ensure_built()
     assert sum(len(v) for v in cache.state.mig.busy[0]) == 2
+
+
+def test_a_gpu_in_mig_mode_without_instances_is_offered_to_nobody() -> None:
+    """The device plugins leave such a GPU out of nvidia.com/gpu: a whole-GPU pod placed there
+    would be refused by the kubelet, so the cache blocks it."""
+    n = dynamic_node(layouts=((), None))  # GPU 0: MIG mode on, no instance; GPU 1: whole
+    info = node_info(n)
+    assert info.mig_empty_gpus == (0,)
+    cache = cache_with(n)
+    first = decide(cache, pod("one", {"nvidia.com/gpu": "1"}))
+    assert isinstance(first, Placed) and first.assignment.gpus == (1,)
+    assert isinstance(decide(cache, pod("two", {"nvidia.com/gpu": "1"})), Unschedulable)
