@@ -211,3 +211,29 @@ def test_a_mig_pod_waits_for_the_agent_to_create_its_instance_then_gets_it(
     assert kubelet.healthy_ids(resource) == [created[0]["uuid"]]
     response = kubelet.allocate(resource, [created[0]["uuid"]])
     assert response.envs[VISIBLE_DEVICES] == created[0]["uuid"]
+
+
+@pytest.mark.parametrize("stack", [("--mig-dynamic",)], ids=["mig-dynamic"], indirect=True)
+def test_mig_pods_arriving_together_get_distinct_new_instances(
+    stack: FakeKubelet, admin: KubeClient, gpu_node: str, namespace: str
+) -> None:
+    """Several pods planned on one node before the agent answers: each plan generation carries
+    every pending instance, so none is lost and no instance is handed out twice."""
+    kubelet = stack
+    resource = "nvidia.com/mig-2g.20gb"
+    names = [f"m{i}" for i in range(4)]
+    for name in names:
+        admin.post(
+            f"/api/v1/namespaces/{namespace}/pods", gpu_pod(name, namespace, gpu_node, {resource: "1"})
+        )
+    shares = [bound_assignment(admin, namespace, name).gpus[0] for name in names]
+    assert len({(s.index, s.start) for s in shares}) == len(names)
+    devices = json.loads(admin.get(f"/api/v1/nodes/{gpu_node}")["metadata"]["annotations"][DEVICES])["gpus"]
+    uuid_of = {
+        (g["index"], m["start"]): m["uuid"]
+        for g in devices
+        for m in g["mig"]["instances"]
+        if m["profile"] == "2g.20gb"
+    }
+    assert {(s.index, s.start) for s in shares} <= set(uuid_of)
+    assert len(kubelet.healthy_ids(resource)) == len(uuid_of)
