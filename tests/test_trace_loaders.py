@@ -13,7 +13,16 @@ import pyarrow.parquet as pq
 import pytest
 from paths import OPENB
 
-from placement import NodeSpec, Request
+from placement import (
+    ClusterState,
+    NodeSpec,
+    NumpyInts,
+    Placer,
+    PolicyContext,
+    Request,
+    Unschedulable,
+    create_policy,
+)
 from simulator.trace import PodRecord, Trace, TraceError
 from simulator.traces import generic, openb
 from simulator.traces.generic import load_any, load_nodes, load_pods, load_trace, write_trace
@@ -113,6 +122,31 @@ def test_max_pods_is_optional_but_checked(tmp_path):
     assert "line 4, column 'max_pods': must be >= 1, got 0" in message
     path.write_text(f"{NODE_HEADER},max_pods\nn0,1,1,0,,\nn1,1,1,0,,7\n")
     assert [n.max_pods for n in load_nodes(path)] == [1001, 7]
+
+
+def test_time_slicing_replicas_are_optional_checked_and_replayed_as_slices(tmp_path):
+    header = NODE_HEADER + ",gpu_replicas"
+    for row, says in (
+        ("n0,1,1,0,,4", "4 time-slicing replicas on a node without GPUs"),
+        ("n0,1,1,1,T4,1001", "must be 1..1000 time-slicing replicas per GPU"),
+        ("n0,1,1,1,T4,0", "must be >= 1, got 0"),
+    ):
+        message = raises(load_nodes, csv_file(tmp_path, "nodes.csv", header, row))
+        assert "column 'gpu_replicas'" in message and says in message
+    nodes = load_nodes(csv_file(tmp_path, "nodes.csv", header, "n0,8000,8192,2,T4,4", "n1,8000,8192,1,T4,"))
+    assert [n.gpu_replicas for n in nodes] == [4, 1]
+    # The same core as the scheduler: four one-GPU pods share a T4 of n0 once n1's GPU is taken.
+    state = ClusterState(nodes)
+    placer = Placer(state, create_policy("bestfit", PolicyContext(rng=NumpyInts(0))))
+    one = Request(cpu_milli=100, gpu_count=1, gpu_milli=1000)
+    placed = []
+    for k in range(10):
+        decision = placer.place(f"p{k}", one)
+        if not isinstance(decision, Unschedulable):
+            state.allocate(decision)
+            placed.append(decision)
+    assert [d.node_name for d in placed] == ["n1"] + ["n0"] * 8
+    assert {d.request.gpu_milli for d in placed[1:]} == {250}
 
 
 def test_missing_columns_are_named_on_line_1(tmp_path):

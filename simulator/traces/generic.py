@@ -31,7 +31,7 @@ from simulator.traces import openb
 from simulator.traces.csvrows import Row, read_rows
 
 NODE_COLUMNS = ("name", "cpu_milli", "memory_mib", "gpu_count", "gpu_model")
-NODE_OPTIONAL_COLUMNS = ("max_pods",)
+NODE_OPTIONAL_COLUMNS = ("max_pods", "gpu_replicas")
 POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "gpu_count", "gpu_milli")
 POD_OPTIONAL_COLUMNS = ("gpu_models", "creation_time", "deletion_time")
 
@@ -163,6 +163,13 @@ def _node(row: Row, seen: dict[str, int]) -> NodeSpec:
         raise row.error("gpu_model", f"node has {gpus} GPUs but no GPU model")
     if model:
         _check_model(row, "gpu_model", model)
+    replicas = row.integer("gpu_replicas", minimum=1, default=1)
+    if replicas > MILLI_PER_GPU:
+        raise row.error(
+            "gpu_replicas", f"must be 1..{MILLI_PER_GPU} time-slicing replicas per GPU, got {replicas}"
+        )
+    if replicas > 1 and not gpus:
+        raise row.error("gpu_replicas", f"{replicas} time-slicing replicas on a node without GPUs")
     return NodeSpec(
         name=name,
         cpu_milli=row.integer("cpu_milli"),
@@ -170,6 +177,7 @@ def _node(row: Row, seen: dict[str, int]) -> NodeSpec:
         gpu_count=gpus,
         gpu_model=model,
         max_pods=row.integer("max_pods", minimum=1, default=DEFAULT_MAX_PODS),
+        gpu_replicas=replicas,
     )
 
 
@@ -288,6 +296,7 @@ def _node_columns(trace: Trace) -> dict[str, list[object]]:
         "gpu_count": [n.gpu_count for n in trace.nodes],
         "gpu_model": [n.gpu_model for n in trace.nodes],
         "max_pods": [n.max_pods for n in trace.nodes],
+        "gpu_replicas": [n.gpu_replicas for n in trace.nodes],
     }
 
 
