@@ -86,7 +86,7 @@ def run_inflation(
         if isinstance(decision, Assignment):
             state.allocate(decision)
             recorder.record(i, decision.node)
-            used += pod.request.total_gpu_milli
+            used += decision.request.total_gpu_milli  # what it holds: one slice on a time-sliced GPU
             series.placed[i] = True
         else:
             result.failures.append((pod, decision))

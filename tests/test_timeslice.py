@@ -13,6 +13,8 @@ from placement.model import Assignment
 from placement.timeslice import REASON_SLICED_KIND, REASON_SLICED_MULTI, replica_request, slice_milli
 from scheduler.cache import ClusterCache
 from scheduler.nodes import node_info
+from simulator.replay import run_inflation
+from simulator.trace import PodRecord, Trace
 from tests.builders import frac, placer, whole
 from tests.test_scheduler_cache import bound, decide, pod
 
@@ -188,3 +190,12 @@ def test_other_schedulers_pods_are_charged_where_nvidias_plugin_spreads_replicas
     cache.delete_pod(other["metadata"]["uid"])
     assert cache.state.gpu_left[0, :2].tolist() == [1000, 1000]
     assert not cache.state.live
+
+
+def test_the_simulator_counts_what_a_slice_holds_not_what_the_pod_asked() -> None:
+    nodes = (NodeSpec("ts", 64000, 262144, 2, "T4", gpu_replicas=4),)
+    pods = tuple(PodRecord(f"p{k}", whole(1)) for k in range(8))
+    result = run_inflation(Trace("sliced", nodes, pods), "fgd", seed=1, tune=None)
+    placed = int(result.series.placed.sum())
+    assert placed == len(pods)
+    assert int(result.series.used_milli[-1]) == placed * 250  # 8 slices of 250 milli: 2 physical GPUs
