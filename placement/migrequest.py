@@ -86,6 +86,19 @@ def encode_plan(plan: NodePlan) -> str:
     return json.dumps(doc, separators=(",", ":"))
 
 
+def plan_generation(raw: str) -> int | None:
+    """The generation of a plan that may not parse otherwise (None: it has no usable one), so a
+    reader can still answer, or number past, a plan it cannot apply."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return None
+    generation = doc.get("generation") if isinstance(doc, dict) else None
+    if isinstance(generation, int) and not isinstance(generation, bool) and generation >= 1:
+        return generation
+    return None
+
+
 def decode_plan(raw: str, geometry_of: Mapping[int, MigGeometry] | MigGeometry) -> NodePlan:
     """Read and validate a plan; `geometry_of` is the node's GPU model (or one per index).
 

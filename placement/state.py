@@ -13,6 +13,7 @@ import numpy as np
 
 from placement.migstate import MigAllocationError, MigBook
 from placement.model import MILLI_PER_GPU, Assignment, NodeSpec, Request
+from placement.timeslice import slice_milli
 
 SHARE_TAG = 0
 """Affinity-tag column for sharing (fractional) pods; column n is `n-gpu` pods."""
@@ -166,11 +167,11 @@ class ClusterState:
             if req.is_fraction:
                 self._check_share(where, node, gpu, req)
         replicas = int(self.replicas[node])
-        one_slice = req.is_fraction and req.gpu_milli == MILLI_PER_GPU // replicas
+        one_slice = req.is_fraction and req.gpu_milli == slice_milli(replicas)
         if req.gpu_count and replicas > 1 and not one_slice:
             raise OverCommitError(
                 f"{where}: GPUs here are time-sliced into {replicas} replicas; "
-                f"a pod takes one {MILLI_PER_GPU // replicas}m slice, not {req.describe()}"
+                f"a pod takes one {slice_milli(replicas)}m slice, not {req.describe()}"
             )
         wanted = {m for m in req.gpu_models if m}  # blank names constrain nothing, as in the filter
         if (req.gpu_count or req.is_mig) and wanted:

@@ -233,6 +233,8 @@ class ClusterCache:
         plans_moved = self.plan_records.get(info.name, PlanRecord()) != record
         if plans_moved:
             self.plan_records[info.name] = record
+            if record.problem:
+                log.warning("node %s: %s", info.name, record.problem)
         if self.nodes.get(info.name) == info:
             return plans_moved  # waiting MIG pods look again; the placement state stands
         self.nodes[info.name] = info
@@ -425,7 +427,7 @@ class ClusterCache:
         assert state is not None
         replicas = int(state.replicas[node])
         one = replica_request(replace(request, gpu_count=1), replicas)
-        if one is None or request.is_fraction:
+        if one is None:
             self.overcommitted[node] = True
             self._report(rec, f"asks for {request.describe()} on time-sliced {rec.node_name}; not counted")
             return
@@ -622,7 +624,6 @@ class ClusterCache:
         uuids = self.nodes[node].gpu_uuids
         plan = wanted_plan(self.state, self.state.index[node], generation, uuids)
         wait = MigWait(
-            placed.uid,
             node,
             generation,
             time.monotonic() + timeout,

@@ -19,7 +19,6 @@ scheduler
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +31,7 @@ from placement.migrequest import (
     PlanFormatError,
     PlanStatus,
     decode_status,
+    plan_generation,
 )
 from placement.model import MigPlan, MigSpec
 from placement.state import ClusterState
@@ -51,10 +51,9 @@ def plan_record(node: dict[str, Any]) -> PlanRecord:
     generation, problem, status = 0, None, None
     raw = annotations.get(PLAN)
     if raw:
-        try:
-            generation = int(json.loads(raw)["generation"])
-        except (ValueError, KeyError, TypeError):
-            problem = f"annotation {PLAN} does not parse; the next plan starts a new generation"
+        generation = plan_generation(raw) or 0
+        if not generation:
+            problem = f"annotation {PLAN} has no generation; the next plan starts again at 1"
     raw = annotations.get(PLAN_STATUS)
     if raw:
         try:
@@ -68,7 +67,6 @@ def plan_record(node: dict[str, Any]) -> PlanRecord:
 class MigWait:
     """A pod whose instances are reserved while the node agent creates them."""
 
-    uid: str
     node: str
     generation: int
     deadline: float

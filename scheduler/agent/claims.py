@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from scheduler.agent.inventory import Gpu
 from scheduler.annotations import ASSIGNMENT, AssignmentError, GpuAssignment, GpuShare, decode
@@ -33,6 +33,7 @@ from scheduler.podspec import GPU_MEMORY, GPU_MILLI, MIG_PREFIX, QuantityError, 
 
 ALLOCATED = "tessellate.dev/allocated"
 log = logging.getLogger("tessellate.agent.claims")
+T = TypeVar("T")
 
 
 class ClaimError(Exception):
@@ -149,6 +150,19 @@ class _Slot:
     amount: int
     init: bool
     offset: int
+
+
+def _container_share(items: Sequence[T], slot: _Slot, noun: str, where: str) -> Sequence[T]:
+    """The container's part of the assignment's items: an init container's from the first,
+    the others' at their offset."""
+    start = 0 if slot.init else slot.offset
+    mine = items[start : start + slot.amount]
+    if len(mine) != slot.amount:
+        raise ClaimError(
+            f"{where}: container {slot.container} needs {slot.amount} {noun} from positions "
+            f"{start}..{start + slot.amount - 1} of the assignment, which lists {len(items)}"
+        )
+    return mine
 
 
 def _slots(pod: dict[str, Any], resource: str) -> list[_Slot]:
@@ -307,14 +321,7 @@ class Claims:
                 )
             memory = self._memory(pod, slot, assignment)
             return Claim(**base, uuids=uuids, milli=slot.amount, memory_mib=memory)
-        start = 0 if slot.init else slot.offset
-        mine = uuids[start : start + slot.amount]
-        if len(mine) != slot.amount:
-            raise ClaimError(
-                f"{where}: container {slot.container} needs {slot.amount} GPUs from positions "
-                f"{start}..{start + slot.amount - 1} of the assignment, which lists {len(uuids)}"
-            )
-        return Claim(**base, uuids=mine)
+        return Claim(**base, uuids=_container_share(uuids, slot, "GPUs", where))
 
     def _uuids(self, assignment: GpuAssignment, where: str) -> tuple[str, ...]:
         out = []
@@ -350,15 +357,8 @@ class Claims:
                     f"{where}: the assignment names a {share.mig} instance on GPU {share.index}, "
                     f"but the container asks for {resource}"
                 )
-        first = 0 if slot.init else slot.offset
-        mine = shares[first : first + slot.amount]
-        if len(mine) != slot.amount:
-            raise ClaimError(
-                f"{where}: container {slot.container} needs {slot.amount} MIG instances from positions "
-                f"{first}..{first + slot.amount - 1} of the assignment, which lists {len(shares)}"
-            )
         out: list[str] = []
-        for share in mine:
+        for share in _container_share(shares, slot, "MIG instances", where):
             out.extend(self._instance(share, profile, where))
         return tuple(out)
 

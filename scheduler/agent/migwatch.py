@@ -17,7 +17,6 @@ answered (the status needs one) and is logged once.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -32,6 +31,7 @@ from placement.migrequest import (
     decode_plan,
     decode_status,
     encode_status,
+    plan_generation,
 )
 from scheduler.agent.claims import PodSource, gpu_users
 from scheduler.agent.inventory import Gpu
@@ -41,18 +41,6 @@ from scheduler.agent.state import DeviceState
 from scheduler.kube import ApiError, KubeClient
 
 log = logging.getLogger("tessellate.agent.migwatch")
-
-
-def plan_generation(raw: str) -> int | None:
-    """The generation of a plan that may not parse otherwise; None when it has none."""
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return None
-    generation = doc.get("generation") if isinstance(doc, dict) else None
-    if isinstance(generation, int) and not isinstance(generation, bool) and generation >= 1:
-        return generation
-    return None
 
 
 def now() -> str:
