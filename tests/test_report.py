@@ -51,8 +51,6 @@ def _real(name: str, policies=("01-Random", "06-FGD"), seeds=(42, 43)) -> pd.Dat
     return df[keep].reset_index(drop=True)
 
 
-
-
 @pytest.fixture(scope="module")
 def frames():
     return _frames()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 from pathlib import Path
 
@@ -140,15 +141,33 @@ def test_mixed_workload_under_the_manifests_rbac(
 def test_kill_9_mid_stream_then_restart_loses_and_doubles_nothing(
     admin: KubeClient, namespace: str, control_plane: cluster.ControlPlane, tmp_path: Path
 ) -> None:
+    """Pods keep arriving while the scheduler binds; kill -9 lands mid-stream, a restart finishes.
+
+    The stream is paced (a few seconds long) so the kill is guaranteed to interrupt it:
+    a scheduler fast enough to bind a pre-created batch before the test's poll sees
+    40 binds must not turn this test into a no-op.
+    """
     nodes, selector = node_group(admin, "k9", 30)
     pods = mixed_pods(namespace, 250, seed=11, selector=selector)
-    cluster.create_pods(admin, pods)
+    head, stream = pods[:60], pods[60:]
+    cluster.create_pods(admin, head)
     settings = {"leaderElection": {"leaderElect": False}, "schedulerName": "tessellate"}
     first = SchedulerProcess(control_plane.kubeconfig, tmp_path, "first", **settings).start()
-    wait_for(lambda: bound_count(admin, namespace) >= 40, 60, "the first binds")
+    wait_for(lambda: bound_count(admin, namespace) >= 1, 60, "the first bind", interval=0.02)
+
+    def arrive() -> None:
+        for start in range(0, len(stream), 10):
+            cluster.create_pods(admin, stream[start : start + 10])
+            time.sleep(0.25)
+
+    arrivals = threading.Thread(target=arrive, daemon=True)
+    arrivals.start()
+    wait_for(lambda: bound_count(admin, namespace) >= 40, 60, "40 binds", interval=0.02)
     first.kill9()
+    arrivals.join(60)
+    assert not arrivals.is_alive()
     partial = bound_count(admin, namespace)
-    assert partial < len(pods), "kill -9 came too late to interrupt anything"
+    assert 40 <= partial < len(pods), f"kill -9 did not land mid-stream ({partial} of {len(pods)} bound)"
     second = SchedulerProcess(control_plane.kubeconfig, tmp_path, "second", **settings).start()
     try:
         wait_for(
