@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from builders import frac, placer, whole
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_scheduler_cache import bound, decide, pod
 
 from placement import ClusterState, NodeSpec, OverCommitError, Unschedulable
 from placement.model import Assignment
@@ -15,8 +17,6 @@ from scheduler.cache import ClusterCache
 from scheduler.nodes import node_info
 from simulator.replay import run_inflation
 from simulator.trace import PodRecord, Trace
-from tests.builders import frac, placer, whole
-from tests.test_scheduler_cache import bound, decide, pod
 
 
 def sliced_cluster(replicas: int = 4, plain_gpus: int = 0) -> ClusterState:
