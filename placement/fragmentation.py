@@ -5,6 +5,11 @@ not use it: the task does not fit the node at all, or the GPU is too small
 for it. `F(node)` is the expectation over the target workload's task types.
 The formulas follow docs/fgd-protocol.md Sec. 3.6-3.7, including the order of
 floating-point accumulation, so that quantised FGD scores match the artifact.
+
+On a time-sliced node (`placement.timeslice`) a task type is judged as it would be
+placed there: a one-GPU type takes one slice, so a GPU with a free slice serves it,
+and the types such a node refuses (fractions, several GPUs) see all its idle milli
+as fragment. The paper's clusters have no such nodes, and their numbers do not change.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from placement.model import Request
+from placement.model import MILLI_PER_GPU, Request
 from placement.state import ClusterState
 
 TaskType = tuple[int, int, int, tuple[str, ...]]
@@ -82,7 +87,13 @@ class Fragmentation:
         self.weight = np.array(target.weights, dtype=np.float64)
         self.cpu_type = self.gpu_count == 0
         # Task types share few distinct per-GPU sizes; per-GPU work is done once per size.
-        self.sizes, self.size_of_type = np.unique(self.gpu_milli, return_inverse=True)
+        # Time-sliced nodes judge one-GPU types by their slice size, so those sizes are
+        # evaluated too; `size_of_type` indexes this extended list.
+        slices = MILLI_PER_GPU // np.unique(state.replicas[state.replicas > 1])
+        self.sizes = np.unique(np.concatenate([self.gpu_milli, slices]))
+        self.size_of_type = np.searchsorted(self.sizes, self.gpu_milli)
+        self.one_whole_gpu = (self.gpu_count == 1) & (self.gpu_milli == MILLI_PER_GPU)
+        self.sliced_refuses = ~self.cpu_type & ~self.one_whole_gpu
         # access[m, model_id]; the extra last column is "no GPU model" (CPU-only nodes).
         access = np.zeros((len(types), len(state.gpu_models) + 1), dtype=bool)
         for m, (_, _, _, models) in enumerate(types):
@@ -93,19 +104,33 @@ class Fragmentation:
         self._categories = np.arange(_CATEGORIES)[:, None, None]
 
     def amounts(
-        self, cpu_left: np.ndarray, gpu_left: np.ndarray, model_id: np.ndarray
+        self, cpu_left: np.ndarray, gpu_left: np.ndarray, model_id: np.ndarray, replicas: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Return (F, idle) for X node states; F is the expected fragment in milli-GPU.
 
         cpu_left: [X] milli-CPU; gpu_left: [X, G] free milli per GPU (0 for absent
-        GPUs); model_id: [X] index into the cluster's GPU models, -1 for none.
+        GPUs); model_id: [X] index into the cluster's GPU models, -1 for none;
+        replicas: [X] time-slicing replicas per GPU (1 where GPUs are not sliced).
         """
         total = gpu_left.sum(axis=1)  # [X]
         fits = gpu_left[:, None, :] >= self.sizes[None, :, None]  # [X, S, G]
-        fitting_count = fits.sum(axis=2)[:, self.size_of_type]  # [X, M]
-        usable = (fits * gpu_left[:, None, :]).sum(axis=2)[:, self.size_of_type]  # [X, M]
+        fitting_by_size = fits.sum(axis=2)  # [X, S]
+        usable_by_size = (fits * gpu_left[:, None, :]).sum(axis=2)  # [X, S]
+        sliced = replicas > 1
+        if sliced.any():
+            slice_size = np.searchsorted(self.sizes, MILLI_PER_GPU // replicas)  # [X]
+            size = np.where(
+                sliced[:, None] & self.one_whole_gpu[None, :], slice_size[:, None], self.size_of_type[None, :]
+            )
+            fitting_count = np.take_along_axis(fitting_by_size, size, axis=1)  # [X, M]
+            usable = np.take_along_axis(usable_by_size, size, axis=1)
+            refused = sliced[:, None] & self.sliced_refuses[None, :]
+            gpu_ok = (fitting_count >= self.gpu_count[None, :]) & ~refused
+        else:
+            fitting_count = fitting_by_size[:, self.size_of_type]  # [X, M]
+            usable = usable_by_size[:, self.size_of_type]
+            gpu_ok = fitting_count >= self.gpu_count[None, :]
         cpu_ok = cpu_left[:, None] >= self.cpu[None, :]
-        gpu_ok = fitting_count >= self.gpu_count[None, :]
         access = self.access_by_model[model_id]  # [X, M]
         # Category of each (state, type), in the artifact's accumulator order.
         category = np.where(
@@ -129,7 +154,9 @@ class Fragmentation:
 
     def of_nodes(self, state: ClusterState, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(F, idle) of the given nodes as they are now."""
-        return self.amounts(state.cpu_left[nodes], state.gpu_left[nodes], state.model_id[nodes])
+        return self.amounts(
+            state.cpu_left[nodes], state.gpu_left[nodes], state.model_id[nodes], state.replicas[nodes]
+        )
 
 
 class FragmentationTracker:

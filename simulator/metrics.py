@@ -84,8 +84,9 @@ class FragmentationRecorder:
             frag, idle = np.empty(len(nodes)), np.empty(len(nodes))
             for lo in range(0, len(nodes), self.BATCH_ROWS):
                 hi = lo + self.BATCH_ROWS
+                batch = nodes[lo:hi]
                 frag[lo:hi], idle[lo:hi] = self.fragmentation.amounts(
-                    cpu[lo:hi], gpu[lo:hi], self.state.model_id[nodes[lo:hi]]
+                    cpu[lo:hi], gpu[lo:hi], self.state.model_id[batch], self.state.replicas[batch]
                 )
             node_frag, node_idle = self.initial_frag.copy(), self.initial_idle.copy()
             rows = zip(self._steps, nodes.tolist(), frag.tolist(), idle.tolist(), strict=True)

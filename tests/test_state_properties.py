@@ -188,9 +188,13 @@ def reference_feasible(state: ClusterState, request: Request) -> list[bool]:
 
 
 def reference_fragmentation(
-    target: TargetWorkload, cpu_left: int, gpu_left: list[int], node_model: str
+    target: TargetWorkload, cpu_left: int, gpu_left: list[int], node_model: str, replicas: int = 1
 ) -> tuple[float, float]:
-    """Sec. 3.6-3.7: (F, idle) of one node, seven accumulators in the spec's order."""
+    """Sec. 3.6-3.7: (F, idle) of one node, seven accumulators in the spec's order.
+
+    On a time-sliced node (replicas > 1) a one-GPU type needs one slice and the
+    other GPU types never fit.
+    """
     acc = {"q1": 0.0, "q2": 0.0, "q3": 0.0, "q4": 0.0, "xl": 0.0, "xr": 0.0, "no_access": 0.0}
     tot = sum(gpu_left)
     for (cpu, g, n, models), w in zip(target.types, target.weights, strict=True):
@@ -200,7 +204,10 @@ def reference_fragmentation(
         if not accessible(models, node_model):
             acc["no_access"] += w * tot
             continue
-        gpu_fit = sum(1 for x in gpu_left if x >= g) >= n
+        sliced_away = replicas > 1 and (n, g) != (1, 1000)
+        if replicas > 1 and not sliced_away:
+            g = 1000 // replicas
+        gpu_fit = not sliced_away and sum(1 for x in gpu_left if x >= g) >= n
         cpu_fit = cpu_left >= cpu
         if gpu_fit and cpu_fit:
             frag_m = sum(x for x in gpu_left if x < g)
@@ -226,7 +233,7 @@ def reference_fgd(
     left = [int(x) for x in state.gpu_left[node, : spec.gpu_count]]
 
     def frag(c: int, gl: list[int]) -> float:
-        return reference_fragmentation(target, c, gl, spec.gpu_model)[0]
+        return reference_fragmentation(target, c, gl, spec.gpu_model, spec.gpu_replicas)[0]
 
     def score(before: float, after: float) -> int:
         sigmoid = 1.0 / (1.0 + math.exp(-((before - after) / 1000)))
@@ -579,19 +586,26 @@ FRAG_CLUSTER = ClusterState(
         NodeSpec("v100", 96000, 65536, 8, "V100M16"),
         NodeSpec("a10", 96000, 65536, 1, "A10"),
         NodeSpec("cpu", 96000, 65536),
+        NodeSpec("t4-sliced-3", 96000, 65536, 8, "T4", gpu_replicas=3),
+        NodeSpec("v100-sliced-4", 96000, 65536, 8, "V100M16", gpu_replicas=4),
     ]
 )
+SLICINGS = (1, 3, 4)  # the replica counts FRAG_CLUSTER has
 MODEL_IDS = {model: i for i, model in enumerate(FRAG_CLUSTER.gpu_models)} | {"": -1}
-
-gpu_free_milli = st.one_of(st.sampled_from([0, 1000, 500, 250]), st.integers(0, 1000))
 
 
 @st.composite
-def node_states(draw) -> tuple[int, list[int], str]:
+def node_states(draw) -> tuple[int, list[int], str, int]:
+    """(CPU left, free milli per GPU, model, replicas): a node's state, maybe time-sliced."""
     gpus = draw(st.integers(0, 8))
     model = draw(st.sampled_from(MODELS)) if gpus else ""
     cpu_left = draw(st.one_of(st.sampled_from([0, 1000, 2000, 8000]), st.integers(0, 130_000)))
-    return cpu_left, draw(st.lists(gpu_free_milli, min_size=gpus, max_size=gpus)), model
+    replicas = draw(st.sampled_from(SLICINGS)) if gpus else 1
+    sizes = [0, 1000, 500, 250]
+    if replicas > 1:  # what a sliced GPU can have free: 1000 minus k slices
+        sizes = [1000 - k * (1000 // replicas) for k in range(replicas + 1)]
+    free = st.one_of(st.sampled_from(sizes), st.integers(0, 1000))
+    return cpu_left, draw(st.lists(free, min_size=gpus, max_size=gpus)), model, replicas
 
 
 targets = st.builds(
@@ -603,21 +617,22 @@ targets = st.builds(
 )
 
 
-def amounts_of(target: TargetWorkload, nodes: list[tuple[int, list[int], str]]):
-    cpu = np.array([c for c, _, _ in nodes], dtype=np.int64)
+def amounts_of(target: TargetWorkload, nodes: list[tuple[int, list[int], str, int]]):
+    cpu = np.array([c for c, _, _, _ in nodes], dtype=np.int64)
     gpu = np.zeros((len(nodes), 8), dtype=np.int64)
-    for row, (_, left, _) in enumerate(nodes):
+    for row, (_, left, _, _) in enumerate(nodes):
         gpu[row, : len(left)] = left
-    model = np.array([MODEL_IDS[m] for _, _, m in nodes], dtype=np.int64)
-    return Fragmentation(target, FRAG_CLUSTER).amounts(cpu, gpu, model)
+    model = np.array([MODEL_IDS[m] for _, _, m, _ in nodes], dtype=np.int64)
+    replicas = np.array([r for _, _, _, r in nodes], dtype=np.int64)
+    return Fragmentation(target, FRAG_CLUSTER).amounts(cpu, gpu, model, replicas)
 
 
 @settings(max_examples=150, deadline=None)
 @given(target=targets, nodes=st.lists(node_states(), min_size=1, max_size=6))
 def test_fragmentation_amounts_agree_with_the_reference(target, nodes):
     frag, idle = amounts_of(target, nodes)
-    for row, (cpu_left, left, model) in enumerate(nodes):
-        ref_frag, ref_idle = reference_fragmentation(target, cpu_left, left, model)
+    for row, (cpu_left, left, model, replicas) in enumerate(nodes):
+        ref_frag, ref_idle = reference_fragmentation(target, cpu_left, left, model, replicas)
         assert frag[row] == pytest.approx(ref_frag, rel=1e-9, abs=1e-9)
         assert idle[row] == pytest.approx(ref_idle, rel=1e-9, abs=1e-9)
         assert idle[row] == pytest.approx(sum(left), rel=1e-9, abs=1e-9)  # weights sum to 1
@@ -628,8 +643,8 @@ def test_fragmentation_amounts_agree_with_the_reference(target, nodes):
 def test_fragmentation_amounts_are_bit_identical_to_the_spec_accumulation_order(target, nodes):
     # Sec. 3.7 fixes the float order so that the quantised FGD scores match the artifact.
     frag, _ = amounts_of(target, nodes)
-    for row, (cpu_left, left, model) in enumerate(nodes):
-        assert float(frag[row]) == reference_fragmentation(target, cpu_left, left, model)[0]
+    for row, (cpu_left, left, model, replicas) in enumerate(nodes):
+        assert float(frag[row]) == reference_fragmentation(target, cpu_left, left, model, replicas)[0]
 
 
 @PROPERTY

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_scheduler_cache import bound, decide, pod
 
-from placement import ClusterState, NodeSpec, OverCommitError, Unschedulable
+from placement import ClusterState, Fragmentation, NodeSpec, OverCommitError, TargetWorkload, Unschedulable
 from placement.model import Assignment
 from placement.timeslice import REASON_SLICED_KIND, REASON_SLICED_MULTI, replica_request, slice_milli
 from scheduler.cache import ClusterCache
@@ -199,3 +199,28 @@ def test_the_simulator_counts_what_a_slice_holds_not_what_the_pod_asked() -> Non
     placed = int(result.series.placed.sum())
     assert placed == len(pods)
     assert int(result.series.used_milli[-1]) == placed * 250  # 8 slices of 250 milli: 2 physical GPUs
+
+
+def test_free_slices_are_not_fragments_for_the_one_gpu_pods_that_take_them() -> None:
+    """FGD's measure on a time-sliced node: a one-GPU pod takes a slice, so free slices serve it.
+
+    Before slices were modelled in `Fragmentation`, a 250-milli free slice was too small
+    for a 1000-milli type and every idle milli of the node counted as fragment.
+    """
+    nodes = (NodeSpec("ts", 64000, 262144, 2, "T4", gpu_replicas=4),)
+    pods = tuple(PodRecord(f"p{k}", whole(1)) for k in range(7))
+    result = run_inflation(Trace("sliced", nodes, pods), "fgd", seed=1, tune=None)
+    assert int(result.series.placed.sum()) == 7
+    assert np.all(result.series.frag_milli == 0.0)  # every step left whole slices free
+    assert result.series.idle_milli[-1] == 250.0  # one slice left
+
+
+def test_on_a_time_sliced_node_types_it_refuses_see_all_idle_as_fragment() -> None:
+    sliced = ClusterState([NodeSpec("ts", 64000, 262144, 2, "T4", gpu_replicas=4)])
+    target = TargetWorkload(
+        types=(whole(1).shape, frac(500).shape, whole(2).shape), weights=(0.5, 0.25, 0.25)
+    )
+    frag, idle = Fragmentation(target, sliced).of_nodes(sliced, np.array([0]))
+    # The one-GPU half of the workload fits in slices; fractions and 2-GPU pods do not go there.
+    assert idle[0] == 2000.0
+    assert frag[0] == pytest.approx(0.5 * 2000.0)

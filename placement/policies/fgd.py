@@ -50,11 +50,12 @@ class FgdPolicy(Policy):
             taken = free & (np.cumsum(free, axis=1) <= request.gpu_count)
             gpu_after = gpu_after - MILLI_PER_GPU * taken
         k = len(nodes)
-        models = state.model_id[nodes]
+        models, replicas = state.model_id[nodes], state.replicas[nodes]
         frag, _ = self.fragmentation.amounts(
             np.concatenate([state.cpu_left[nodes], cpu_after]),
             np.concatenate([state.gpu_left[nodes], gpu_after]),
             np.concatenate([models, models]),
+            np.concatenate([replicas, replicas]),
         )
         return quantised_gain(frag[:k], frag[k:])
 
@@ -88,7 +89,7 @@ class FgdPolicy(Policy):
         k, g = len(nodes), state.max_gpus
         left = state.gpu_left[nodes]  # [k, G]
         cpu = state.cpu_left[nodes]
-        models = state.model_id[nodes]
+        models, replicas = state.model_id[nodes], state.replicas[nodes]
         fits = left >= request.gpu_milli
         twins = left[:, :, None] == left[:, None, :]
         room = state.fraction_room(request, nodes)
@@ -103,6 +104,7 @@ class FgdPolicy(Policy):
             np.concatenate([cpu, cpu[node_of] - request.cpu_milli]),
             np.concatenate([left, variants]),
             np.concatenate([models, models[node_of]]),
+            np.concatenate([replicas, replicas[node_of]]),
         )
         scores = np.full((k, g), -1, dtype=np.int64)
         scores[node_of, gpu] = quantised_gain(frag[node_of], frag[k:])
