@@ -192,7 +192,7 @@ class Placement:
     size = 0
 
 
-INSUFFICIENT = 23
+INSUFFICIENT, FUNCTION_NOT_FOUND = 23, 13
 A100_PROFILES = {0: (19, 1, 9856), 7: (20, 1, 9856), 9: (15, 1, 19968), 1: (14, 2, 19968), 2: (9, 3, 40192),
                  3: (5, 4, 40192), 4: (0, 7, 80384)}  # fmt: skip
 """NVML profile constant -> (profile id, compute slices, MiB) on an A100-80GB."""
@@ -217,6 +217,7 @@ class MigNvml(StubNvml):
         self.needs_reset = False
         self.calls: list[tuple[Any, ...]] = []
         self.ci_error: int | None = None
+        self.profile_info_versions = {1, 2}
 
     def nvmlDeviceGetMigMode(self, h: Any) -> list[int]:
         if h[1] in self.pending:
@@ -231,7 +232,9 @@ class MigNvml(StubNvml):
             self.mig[h[1]] = []
         return 0
 
-    def nvmlDeviceGetGpuInstanceProfileInfo(self, h: Any, p: int) -> SimpleNamespace:
+    def nvmlDeviceGetGpuInstanceProfileInfo(self, h: Any, p: int, version: int = 2) -> SimpleNamespace:
+        if version not in self.profile_info_versions:
+            raise NVMLError(FUNCTION_NOT_FOUND)
         if p not in A100_PROFILES:
             raise NVMLError(NOT_SUPPORTED)
         pid, slices, mib = A100_PROFILES[p]
@@ -273,6 +276,18 @@ def test_nvml_enables_mig_mode_and_creates_instances_that_discovery_then_finds()
     assert gpu.mig_enabled and [(m.profile, m.start) for m in gpu.mig] == [("1g.10gb", 0), ("3g.40gb", 4)]
     backend.enable_mig(1)  # already on: nothing to do
     assert [c for c in stub.calls if c[0] == "set mig"] == [("set mig", 1, 1)]
+
+
+def test_nvml_profile_query_falls_back_to_v1_on_drivers_without_v2() -> None:
+    stub = MigNvml(1)
+    stub.profile_info_versions = {1}
+    backend = NvmlBackend(stub)
+    backend.enable_mig(0)
+    backend.create_mig(0, "2g.20gb", 2)
+    assert ("create gi", 0, 14, 2, 2) in stub.calls
+    stub.profile_info_versions = set()
+    with pytest.raises(MigConfigError, match=r"offers no MIG profile 2g\.20gb \(NVML lists: none\)"):
+        backend.create_mig(0, "2g.20gb", 4)
 
 
 def test_nvml_mig_mode_pending_a_reset_is_reported() -> None:

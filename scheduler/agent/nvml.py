@@ -328,7 +328,7 @@ class NvmlBackend:
         nvml = self._module()
         offered = []
         for p in range(int(getattr(nvml, "NVML_GPU_INSTANCE_PROFILE_COUNT", 18))):
-            info = self._maybe(nvml.nvmlDeviceGetGpuInstanceProfileInfo, handle, p)
+            info = self._gi_profile_info(handle, p)
             if info is None:
                 continue  # not offered by this GPU
             name = mig_profile_name(model, int(info.id), int(info.sliceCount), int(info.memorySizeMB))
@@ -337,6 +337,16 @@ class NvmlBackend:
             offered.append(name)
         listed = ", ".join(offered) or "none"
         raise MigConfigError(f"GPU {index} ({model}) offers no MIG profile {profile} (NVML lists: {listed})")
+
+    def _gi_profile_info(self, handle: Any, profile: int) -> Any:
+        """Profile info by NVML's v2 query, or v1 on drivers without v2; None if not offered."""
+        nvml = self._module()
+        try:
+            return nvml.nvmlDeviceGetGpuInstanceProfileInfo(handle, profile)
+        except nvml.NVMLError as exc:
+            if getattr(exc, "value", None) != getattr(nvml, "NVML_ERROR_FUNCTION_NOT_FOUND", 13):
+                return None
+        return self._maybe(nvml.nvmlDeviceGetGpuInstanceProfileInfo, handle, profile, 1)
 
     def _ci_profile(self, instance: Any, slices: int, index: int, profile: str) -> Any:
         """The compute-instance profile that spans a whole GPU instance of `slices` slices."""
