@@ -21,6 +21,7 @@ from placement.migrequest import PLAN
 from scheduler.annotations import ASSIGNMENT
 from scheduler.cache import AccountingProblem, ClusterCache, Placed, PodRecord
 from scheduler.config import SchedulerConfig
+from scheduler.gang import GroupDecision, decide_group
 from scheduler.informer import Reflector
 from scheduler.kube import ApiError, KubeClient
 from scheduler.leader import LeaderElectionConfig, LeaderElector, default_identity
@@ -270,6 +271,11 @@ class Scheduler:
                 return
             problem = wait_ended or rec.problem
             started = time.perf_counter()
+            if problem is None and rec.group is not None:
+                group = decide_group(self.cache, rec.group, self._pending)
+                self.metrics.algorithm.observe(time.perf_counter() - started)
+                self._finish_group(group, queued)
+                return
             result: Placed | Unschedulable | None = None
             if problem is None:
                 try:
@@ -289,6 +295,33 @@ class Scheduler:
             self._publish_plan(rec, queued, *plan)
         else:
             self.binder.submit(self._bind, result, rec, queued)
+
+    def _pending(self, rec: PodRecord) -> bool:
+        """Ours to place now: this scheduler's, unbound, not being deleted, not gated."""
+        return self._ours(rec) and not rec.deleting and not rec.gated
+
+    def _finish_group(self, group: GroupDecision, queued: QueuedPod) -> None:
+        """Bind what a pod group's pass placed; fail the rest. Members leave the queue's line
+        together, so one pass per group serves them all."""
+        in_flight = {
+            rec.uid: queued if rec.uid == queued.uid else self.queue.claim(rec.uid, rec.key, rec.priority)
+            for rec in group.members
+        }
+        if queued.uid not in in_flight:  # not a member to place after all (e.g. already assumed)
+            self.queue.done(queued.uid)
+        records = {rec.uid: rec for rec in group.members}
+        if group.placed:
+            log.info(
+                "pod group %s: placing %d pod(s) (%d already running, %s needed)",
+                group.group.key,
+                len(group.placed),
+                group.running,
+                group.group.min_available,
+            )
+        for placed in group.placed:
+            self.binder.submit(self._bind, placed, records[placed.uid], in_flight[placed.uid])
+        for uid, message in group.failed.items():
+            self._fail(records[uid], in_flight[uid], message)
 
     def _publish_plan(self, rec: PodRecord, queued: QueuedPod, wait: MigWait, value: str) -> None:
         """Ask the node agent for the new MIG instances; the pod waits (parked) until it answers.

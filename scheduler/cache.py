@@ -44,6 +44,7 @@ from placement.timeslice import replica_request
 from placement.topology import numa_nodes
 from scheduler.annotations import ASSIGNMENT, AssignmentError, GpuAssignment, GpuShare, decode
 from scheduler.constraints import ConstraintError, EligibilityCache, PodConstraints
+from scheduler.gang import PodGroup, PodGroupError, pod_group
 from scheduler.migplans import (
     MigWait,
     PlanRecord,
@@ -113,12 +114,15 @@ class PodRecord:
     deleting: bool
     gated: bool
     resource_version: str
+    group: PodGroup | None = None
+    """The pod group it is placed with, all or nothing (`scheduler/gang.py`)."""
+    group_error: str | None = None
     obj: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def problem(self) -> str | None:
         """Why this pod can never be scheduled as written (None: it can be tried)."""
-        return self.request_error or self.constraint_error
+        return self.request_error or self.constraint_error or self.group_error
 
     @classmethod
     def parse(cls, pod: dict[str, Any]) -> PodRecord:
@@ -133,6 +137,11 @@ class PodRecord:
         except (TypeError, AttributeError) as exc:
             constraint_error = f"invalid node affinity or tolerations: {exc}"
         constraint_error = constraint_error or unsupported_constraint(spec)
+        group = group_error = None
+        try:
+            group = pod_group(pod)
+        except PodGroupError as exc:
+            group_error = f"invalid pod group: {exc}"
         assignment = assignment_error = None
         raw = (meta.get("annotations") or {}).get(ASSIGNMENT)
         if raw is not None:
@@ -155,6 +164,8 @@ class PodRecord:
             deleting=bool(meta.get("deletionTimestamp")),
             gated=bool(spec.get("schedulingGates")),
             resource_version=meta.get("resourceVersion", ""),
+            group=group,
+            group_error=group_error,
             obj=pod,
         )
 
@@ -197,6 +208,8 @@ class ClusterCache:
         self.nodes: dict[str, NodeInfo] = {}
         self.pods: dict[str, PodRecord] = {}
         self.assumed: dict[str, Placed] = {}
+        self._groups: dict[str, set[str]] = {}
+        """Pod group key -> uids of its members (bound or not)."""
         self.state: ClusterState | None = None
         self.placer: Placer | None = None
         self.target: TargetWorkload | None = None
@@ -265,6 +278,7 @@ class ClusterCache:
             return None, self.delete_pod(rec.uid)
         old = self.pods.get(rec.uid)
         self.pods[rec.uid] = rec
+        self._regroup(old, rec)
         freed = False
         if not rec.node_name:
             return rec, False
@@ -285,12 +299,30 @@ class ClusterCache:
 
     def delete_pod(self, uid: str) -> bool:
         rec = self.pods.pop(uid, None)
+        self._regroup(rec, None)
         self.assumed.pop(uid, None)
         self.mig_waits.pop(uid, None)
         freed = self._uncharge(uid)
         if rec is not None and rec.node_name and any(self.overcommitted):
             self._dirty = True  # maybe the over-committed node is fine again
         return freed
+
+    def group_members(self, key: str) -> list[PodRecord]:
+        """Every known pod of a pod group (`scheduler/gang.py`), bound or not."""
+        return [self.pods[uid] for uid in self._groups.get(key, ())]
+
+    def _regroup(self, old: PodRecord | None, new: PodRecord | None) -> None:
+        before = old.group.key if old is not None and old.group is not None else None
+        after = new.group.key if new is not None and new.group is not None else None
+        if before == after:
+            return
+        if before is not None and old is not None:
+            members = self._groups.get(before, set())
+            members.discard(old.uid)
+            if not members:
+                self._groups.pop(before, None)
+        if after is not None and new is not None:
+            self._groups.setdefault(after, set()).add(new.uid)
 
     def replace_pods(self, pods: Iterable[dict[str, Any]]) -> list[PodRecord]:
         """A relist: forget pods that vanished, record the rest; returns pending records."""

@@ -108,6 +108,21 @@ class SchedulingQueue:
                     wait = remaining if wait is None else min(wait, remaining)
                 self._cond.wait(wait)
 
+    def claim(self, uid: str, key: str, priority: int) -> QueuedPod:
+        """Take a pod out of line as if popped: its pod group is being scheduled with another member.
+
+        Wherever it waited (active, backoff, parked), it is now in flight and ends with
+        `done`, `unschedulable` or `retry`, like a popped pod; stale heap entries are skipped.
+        """
+        with self._cond:
+            pod = self._pods.get(uid)
+            if pod is None:
+                pod = QueuedPod(uid, key, priority, next(self._seq))
+                self._pods[uid] = pod
+            self._unschedulable.pop(uid, None)
+            self._where[uid] = "inflight"
+            return pod
+
     def done(self, uid: str) -> None:
         """Bound (or gone): stop tracking it."""
         self.remove(uid)

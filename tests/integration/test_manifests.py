@@ -15,6 +15,7 @@ import yaml
 
 from integration import cluster, rbac
 from scheduler.config import load_config
+from scheduler.gang import pod_group
 from scheduler.kube import ApiError, KubeClient
 
 MANIFESTS = rbac.MANIFESTS
@@ -296,12 +297,17 @@ def gpu_shape(pod: dict[str, Any]) -> str:
 
 
 def test_examples_ask_tessellate_for_each_kind_of_gpu(control_plane: cluster.ControlPlane) -> None:
-    pods = render(control_plane, EXAMPLES)
-    assert {p["kind"] for p in pods} == {"Pod"}
+    docs = render(control_plane, EXAMPLES)
+    assert sorted(d["kind"] for d in docs) == ["Job"] + ["Pod"] * 5
+    assert all("namespace" not in d["metadata"] for d in docs)
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    pods = [d for d in docs if d["kind"] == "Pod"] + [job["spec"]["template"]]
     assert all(p["spec"]["schedulerName"] == "tessellate" for p in pods)
-    assert all("namespace" not in p["metadata"] for p in pods)
     shapes = sorted(gpu_shape(p) for p in pods)
-    assert shapes == sorted(["gpu=1", "gpu=4", "milli=250,mib=10240", "nvidia.com/mig-3g.40gb=1", "gpu=1"])
+    expected = ["gpu=1", "gpu=4", "milli=250,mib=10240", "nvidia.com/mig-3g.40gb=1", "gpu=1", "gpu=8"]
+    assert shapes == sorted(expected)
+    group = pod_group({"metadata": {**job["spec"]["template"]["metadata"], "namespace": "team"}})
+    assert group is not None and group.min_available == job["spec"]["parallelism"] == 2
     (by_model,) = [p for p in pods if "affinity" in p["spec"]]
     terms = by_model["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     keys = {e["key"] for t in terms["nodeSelectorTerms"] for e in t["matchExpressions"]}
@@ -327,7 +333,7 @@ def test_base_passes_server_side_dry_run_without_pod_security_warnings(
 
 def test_examples_pass_server_side_dry_run(control_plane: cluster.ControlPlane, namespace: str) -> None:
     result = control_plane.kubectl("apply", "-k", str(EXAMPLES), "-n", namespace, "--dry-run=server")
-    assert result.stdout.count("(server dry run)") == 5, result.stdout
+    assert result.stdout.count("(server dry run)") == 6, result.stdout
 
 
 # ---------------------------------------------------------------------------------------------

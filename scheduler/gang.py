@@ -1,0 +1,160 @@
+"""Pod groups (gang scheduling): a distributed job's pods are placed all together or not at all.
+
+A pod joins a group with the label `tessellate.dev/pod-group: NAME` and says how many
+members must run together with the annotation `tessellate.dev/pod-group-min-available: N`
+(the contract of the coscheduling plugin's PodGroup `minMember`, carried on the pods so that
+no CRD is needed). Groups are per namespace.
+
+When any member is tried, every pending member is decided in one pass with the cache
+lock held. Decisions are assumed as they are made; if fewer than `N` members are bound
+or placed at the end, every decision of the pass is forgotten, so a half-placed job never
+holds GPUs that the other half waits for (the deadlock gang scheduling exists to prevent).
+Bound members count towards `N`: after a restart, or once the group has started, further
+members are placed one by one like any pod.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from placement import Unschedulable
+from scheduler.podspec import PodRequestError
+
+if TYPE_CHECKING:
+    from scheduler.cache import ClusterCache, Placed, PodRecord
+
+POD_GROUP = "tessellate.dev/pod-group"
+MIN_AVAILABLE = "tessellate.dev/pod-group-min-available"
+MAX_MIN_AVAILABLE = 10_000
+REASON_NEEDS_MIG_PLAN = "needs new MIG instances, which pod groups do not wait for yet"
+
+
+class PodGroupError(ValueError):
+    """A pod's group label or annotation that cannot be honoured as written."""
+
+
+@dataclass(frozen=True)
+class PodGroup:
+    namespace: str
+    name: str
+    min_available: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def pod_group(pod: dict[str, Any]) -> PodGroup | None:
+    """The group a pod belongs to (None: it schedules alone); PodGroupError says what is wrong."""
+    meta = pod.get("metadata") or {}
+    name = (meta.get("labels") or {}).get(POD_GROUP)
+    raw = (meta.get("annotations") or {}).get(MIN_AVAILABLE)
+    if name is None:
+        if raw is not None:
+            raise PodGroupError(f"annotation {MIN_AVAILABLE} is set but the pod has no label {POD_GROUP}")
+        return None
+    if not str(name).strip():
+        raise PodGroupError(f"label {POD_GROUP} is empty; name the pod group")
+    if raw is None:
+        raise PodGroupError(
+            f"pod group {name!r} needs annotation {MIN_AVAILABLE}: how many of its pods must run together"
+        )
+    try:
+        count = int(str(raw).strip())
+    except ValueError:
+        raise PodGroupError(f"annotation {MIN_AVAILABLE} must be an integer, got {raw!r}") from None
+    if not 1 <= count <= MAX_MIN_AVAILABLE:
+        raise PodGroupError(f"annotation {MIN_AVAILABLE} must be 1..{MAX_MIN_AVAILABLE}, got {count}")
+    return PodGroup(namespace=meta.get("namespace") or "default", name=str(name), min_available=count)
+
+
+@dataclass
+class GroupDecision:
+    """One pass over a group: what was placed (assumed, to bind) and what was not, and why."""
+
+    group: PodGroup
+    placed: list[Placed] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    """uid -> why that member was not placed (for all members when the group was not placed)."""
+    members: list[PodRecord] = field(default_factory=list)
+    """The pending members this pass tried, in the order they were decided."""
+    running: int = 0
+    """Members already bound or assumed before this pass."""
+
+    @property
+    def placed_enough(self) -> bool:
+        return self.running + len(self.placed) >= self.group.min_available
+
+
+def decision_order(members: Iterable[PodRecord]) -> list[PodRecord]:
+    """Higher priority first, then the biggest GPU demand (hardest to fit last is worst), then name."""
+
+    def key(rec: PodRecord) -> tuple:
+        request = rec.request.request if rec.request is not None else None
+        demand = request.gpu_count * request.gpu_milli if request is not None else 0
+        return (-rec.priority, -demand, rec.key)
+
+    return sorted(members, key=key)
+
+
+def decide_group(cache: ClusterCache, group: PodGroup, pending: Callable[[PodRecord], bool]) -> GroupDecision:
+    """Decide every pending member of `group`; keep the decisions only if enough members run.
+
+    `pending` says which records are this scheduler's to place now (the caller's filter:
+    our scheduler name, unbound, not deleting, not gated). Expects `cache.lock` held.
+    """
+    decision = GroupDecision(group)
+    mins: set[int] = set()
+    for rec in cache.group_members(group.key):
+        if rec.group is not None:
+            mins.add(rec.group.min_available)
+        if rec.node_name or rec.uid in cache.assumed:
+            if not rec.deleting:
+                decision.running += 1
+        elif pending(rec) and rec.problem is None and rec.uid not in cache.mig_waits:
+            decision.members.append(rec)
+    decision.members = decision_order(decision.members)
+    if len(mins) > 1:
+        listed = ", ".join(map(str, sorted(mins)))
+        return _fail_all(decision, f"pod group {group.key}: members disagree on {MIN_AVAILABLE} ({listed})")
+    exist = decision.running + len(decision.members)
+    if exist < group.min_available:
+        return _fail_all(
+            decision,
+            f"pod group {group.key}: waiting for {group.min_available - exist} more pod(s) "
+            f"({MIN_AVAILABLE} is {group.min_available}, {exist} exist)",
+        )
+    unplaced: list[tuple[PodRecord, str]] = []
+    for rec in decision.members:
+        try:
+            result = cache.decide(rec)
+        except PodRequestError as exc:
+            unplaced.append((rec, str(exc)))
+            continue
+        if isinstance(result, Unschedulable):
+            unplaced.append((rec, result.message))
+        elif result.assignment.mig_plans:
+            cache.forget(rec.uid)
+            unplaced.append((rec, REASON_NEEDS_MIG_PLAN))
+        else:
+            decision.placed.append(result)
+    decision.failed = {rec.uid: why for rec, why in unplaced}
+    if decision.placed_enough:
+        return decision
+    for placed in decision.placed:
+        cache.forget(placed.uid)
+    first, why = unplaced[0]
+    can = decision.running + len(decision.placed)
+    decision.placed = []
+    return _fail_all(
+        decision,
+        f"pod group {group.key}: {group.min_available} pod(s) must run together and only {can} fit now; "
+        f"{len(unplaced)} member(s) do not fit, e.g. {first.key}: {why}",
+    )
+
+
+def _fail_all(decision: GroupDecision, message: str) -> GroupDecision:
+    decision.failed = {rec.uid: message for rec in decision.members}
+    return decision
