@@ -271,13 +271,11 @@ class Scheduler:
                 return
             problem = wait_ended or rec.problem
             started = time.perf_counter()
+            group = None
             if problem is None and rec.group is not None:
                 group = decide_group(self.cache, rec.group, self._pending)
-                self.metrics.algorithm.observe(time.perf_counter() - started)
-                self._finish_group(group, queued)
-                return
             result: Placed | Unschedulable | None = None
-            if problem is None:
+            if problem is None and group is None:
                 try:
                     result = self.cache.decide(rec)
                 except PodRequestError as exc:
@@ -287,7 +285,9 @@ class Scheduler:
             if isinstance(result, Placed) and result.assignment.mig_plans:
                 plan = self.cache.start_mig_wait(result, self.config.migPlanTimeoutSeconds)
         self.metrics.algorithm.observe(elapsed)
-        if problem is not None:
+        if group is not None:
+            self._finish_group(group, queued)
+        elif problem is not None:
             self._fail(rec, queued, problem, invalid=wait_ended is None)
         elif isinstance(result, Unschedulable):
             self._fail(rec, queued, result.message)

@@ -238,13 +238,14 @@ def _backend(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def run_agent_command(args: argparse.Namespace) -> int:
     from scheduler.agent.discovery import DiscoveryError
     from scheduler.agent.mps import MpsError
+    from scheduler.agent.plugin import SocketPathError
 
     errors = Console(stderr=True, soft_wrap=True)
     try:
         if args.agent_command == "discover":
             return _discover(args)
         return _run(args)
-    except (DiscoveryError, MpsError) as exc:
+    except (DiscoveryError, MpsError, SocketPathError) as exc:
         errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return 1
     except AgentUsageError as exc:
@@ -362,7 +363,11 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    agent.start()
+    try:
+        agent.start()
+    except Exception:
+        agent.stop()  # sockets already served go away with it
+        raise
     try:
         while not agent.stopping.wait(3600):
             pass

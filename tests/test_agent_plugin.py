@@ -20,6 +20,7 @@ from scheduler.agent.devices import GPU, GPU_MILLI, milli_id
 from scheduler.agent.discovery import HealthEvent
 from scheduler.agent.fake import FakeBackend, fake_uuid
 from scheduler.agent.fake_kubelet import FakeKubelet
+from scheduler.agent.plugin import SocketPathError
 from scheduler.agent.responses import MPS_MEMORY, MPS_PIPE, MPS_THREADS, VISIBLE_DEVICES, RuntimeOptions
 from scheduler.annotations import ASSIGNMENT
 
@@ -304,3 +305,15 @@ def test_fractions_mode_serves_only_gpu_milli(
     finally:
         agent.stop()
     assert not (kubelet.directory / "tessellate-gpu-milli.sock").exists()  # cleaned up on stop
+
+
+def test_a_device_plugin_dir_too_deep_for_a_socket_is_refused_with_what_to_do(
+    tmp_path: Path, backend: FakeBackend
+) -> None:
+    deep = tmp_path / ("d" * 100)
+    config = AgentConfig(node_name=NODE, mode="full", device_plugin_dir=deep, poll_seconds=0.05)
+    agent = Agent(config, backend, api=None, pods=MemoryPods())
+    with pytest.raises(SocketPathError, match=r"bytes long and unix sockets allow 107; use a shorter"):
+        agent.start()
+    agent.stop()
+    assert list(deep.iterdir()) == []

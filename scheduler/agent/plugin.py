@@ -32,6 +32,14 @@ from scheduler.kube import ApiError
 log = logging.getLogger("tessellate.agent.plugin")
 
 STREAM_CHECK_SECONDS = 1.0
+UNIX_SOCKET_PATH_MAX = 107
+"""Bytes a unix socket's path may have (sun_path holds 108 with the terminating NUL)."""
+
+
+class SocketPathError(ValueError):
+    """The device-plugin directory is too deep for a unix socket path."""
+
+
 """How often an idle ListAndWatch stream checks whether the kubelet hung up or we stop."""
 
 
@@ -225,6 +233,12 @@ class PluginServer:
         return self.service.resource
 
     def start(self) -> None:
+        size = len(os.fsencode(self.socket))
+        if size > UNIX_SOCKET_PATH_MAX:
+            raise SocketPathError(
+                f"device-plugin socket {self.socket} is {size} bytes long and unix sockets allow "
+                f"{UNIX_SOCKET_PATH_MAX}; use a shorter --device-plugin-dir"
+            )
         self.stop()
         self.socket.unlink(missing_ok=True)
         server = grpc.server(
