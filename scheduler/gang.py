@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from placement import Unschedulable
+from placement.gang import demand_order, place_together
 from scheduler.podspec import PodRequestError
 
 if TYPE_CHECKING:
@@ -83,18 +84,13 @@ class GroupDecision:
     running: int = 0
     """Members already bound or assumed before this pass."""
 
-    @property
-    def placed_enough(self) -> bool:
-        return self.running + len(self.placed) >= self.group.min_available
-
 
 def decision_order(members: Iterable[PodRecord]) -> list[PodRecord]:
-    """Higher priority first, then the biggest GPU demand (hardest to fit last is worst), then name."""
+    """Higher priority first, then the core's demand order (biggest GPU demand), then name."""
 
     def key(rec: PodRecord) -> tuple:
-        request = rec.request.request if rec.request is not None else None
-        demand = request.gpu_count * request.gpu_milli if request is not None else 0
-        return (-rec.priority, -demand, rec.key)
+        demand = demand_order(rec.request.request) if rec.request is not None else 0
+        return (-rec.priority, demand, rec.key)
 
     return sorted(members, key=key)
 
@@ -126,32 +122,32 @@ def decide_group(cache: ClusterCache, group: PodGroup, pending: Callable[[PodRec
             f"pod group {group.key}: waiting for {group.min_available - exist} more pod(s) "
             f"({MIN_AVAILABLE} is {group.min_available}, {exist} exist)",
         )
-    unplaced: list[tuple[PodRecord, str]] = []
-    for rec in decision.members:
+
+    def decide(rec: PodRecord) -> Placed | str:
         try:
             result = cache.decide(rec)
         except PodRequestError as exc:
-            unplaced.append((rec, str(exc)))
-            continue
+            return str(exc)
         if isinstance(result, Unschedulable):
-            unplaced.append((rec, result.message))
-        elif result.assignment.mig_plans:
+            return result.message
+        if result.assignment.mig_plans:
             cache.forget(rec.uid)
-            unplaced.append((rec, REASON_NEEDS_MIG_PLAN))
-        else:
-            decision.placed.append(result)
-    decision.failed = {rec.uid: why for rec, why in unplaced}
-    if decision.placed_enough:
+            return REASON_NEEDS_MIG_PLAN
+        return result
+
+    outcome = place_together(
+        decision.members, group.min_available, decision.running, decide, lambda p: cache.forget(p.uid)
+    )
+    decision.placed = [placed for _, placed in outcome.kept]
+    decision.failed = {rec.uid: why for rec, why in outcome.refused}
+    if outcome.enough:
         return decision
-    for placed in decision.placed:
-        cache.forget(placed.uid)
-    first, why = unplaced[0]
-    can = decision.running + len(decision.placed)
-    decision.placed = []
+    first, why = outcome.refused[0]
     return _fail_all(
         decision,
-        f"pod group {group.key}: {group.min_available} pod(s) must run together and only {can} fit now; "
-        f"{len(unplaced)} member(s) do not fit, e.g. {first.key}: {why}",
+        f"pod group {group.key}: {group.min_available} pod(s) must run together and only "
+        f"{decision.running + outcome.rolled_back} fit now; "
+        f"{len(outcome.refused)} member(s) do not fit, e.g. {first.key}: {why}",
     )
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from builders import cluster, frac, placer, whole
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_scheduler_cache import bound, cache_with, gpus, node, pod
 
+from placement import Unschedulable
+from placement.gang import place_group
 from scheduler.cache import ClusterCache, PodRecord
 from scheduler.gang import MIN_AVAILABLE, POD_GROUP, GroupDecision, PodGroupError, decide_group, pod_group
 from scheduler.queue import SchedulingQueue
@@ -187,6 +190,48 @@ def test_a_pass_places_at_least_min_available_or_holds_nothing(sizes, min_availa
     else:
         assert np.array_equal(free_gpus(cache), before)
     assert (free_gpus(cache) >= 0).all()
+
+
+# -- the core's rule, as any driver uses it ---------------------------------------------------
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    sizes=st.lists(st.sampled_from([1, 2, 4, 8]), min_size=1, max_size=6),
+    fractions=st.lists(st.sampled_from([250, 500]), max_size=3),
+    min_available=st.integers(1, 9),
+    running=st.integers(0, 3),
+    busy=st.lists(st.sampled_from([1, 2, 4]), max_size=4),
+    policy=st.sampled_from(["fgd", "bestfit", "random"]),
+)
+def test_place_group_keeps_enough_members_or_leaves_the_state_exactly_as_it_was(
+    sizes, fractions, min_available, running, busy, policy
+) -> None:
+    state = cluster(("n1", 64000, 262144, 8, "A100"), ("n2", 64000, 262144, 8, "A100"))
+    core = placer(state, policy)
+    for i, count in enumerate(busy):
+        decision = core.place(f"busy-{i}", whole(count))
+        if not isinstance(decision, Unschedulable):
+            state.allocate(decision)
+    before = (state.gpu_left.copy(), state.cpu_left.copy(), dict(state.live))
+    members = [(f"w-{i}", whole(n)) for i, n in enumerate(sizes)]
+    members += [(f"f-{i}", frac(m)) for i, m in enumerate(fractions)]
+    outcome = place_group(core, members, min_available, running)
+    assert len(outcome.kept) + outcome.rolled_back + len(outcome.refused) == len(members)
+    if outcome.enough:
+        assert running + len(outcome.kept) >= min_available
+        assert {a.pod for _, a in outcome.kept} == set(state.live) - set(before[2])
+    else:
+        assert outcome.kept == [] and running + outcome.rolled_back < min_available
+        assert np.array_equal(state.gpu_left, before[0]) and np.array_equal(state.cpu_left, before[1])
+        assert dict(state.live) == before[2]
+
+
+def test_place_group_decides_the_biggest_member_first() -> None:
+    state = cluster(("n1", 64000, 262144, 8, "A100"), ("n2", 64000, 262144, 8, "A100"))
+    members = [("a", whole(4)), ("b", whole(4)), ("c", whole(8))]
+    outcome = place_group(placer(state, "bestfit"), members, 3)
+    assert outcome.enough and [m[0] for m, _ in outcome.kept] == ["c", "a", "b"]
 
 
 # -- the queue -----------------------------------------------------------------------------
