@@ -28,6 +28,7 @@ from scheduler.leader import LeaderElectionConfig, LeaderElector, default_identi
 from scheduler.metrics import HealthServer, SchedulerMetrics
 from scheduler.migplans import MigWait
 from scheduler.podspec import PodRequestError
+from scheduler.preemption import Preemption, find_preemption
 from scheduler.queue import QueuedPod, SchedulingQueue
 from scheduler.recorder import Recorder
 
@@ -284,6 +285,9 @@ class Scheduler:
             plan = None
             if isinstance(result, Placed) and result.assignment.mig_plans:
                 plan = self.cache.start_mig_wait(result, self.config.migPlanTimeoutSeconds)
+            preemption = None
+            if isinstance(result, Unschedulable) and self.config.preemption:
+                preemption = self._find_preemption(rec)
         self.metrics.algorithm.observe(elapsed)
         if group is not None:
             self._finish_group(group, queued)
@@ -291,10 +295,52 @@ class Scheduler:
             self._fail(rec, queued, problem, invalid=wait_ended is None)
         elif isinstance(result, Unschedulable):
             self._fail(rec, queued, result.message)
+            if preemption is not None:
+                self._preempt(rec, preemption)
         elif plan is not None:
             self._publish_plan(rec, queued, *plan)
         else:
             self.binder.submit(self._bind, result, rec, queued)
+
+    def _find_preemption(self, rec: PodRecord) -> Preemption | None:
+        """Victims to delete for `rec` (cache lock held); none while earlier victims still leave."""
+        if self.cache.awaiting_victims(rec.uid):
+            return None
+        preemption = find_preemption(self.cache, rec)
+        if preemption is not None:
+            victims = frozenset(v.uid for v in preemption.victims)
+            self.cache.nominations[rec.uid] = (preemption.node, victims)
+        return preemption
+
+    def _preempt(self, rec: PodRecord, preemption: Preemption) -> None:
+        """Nominate the node on the pod, delete the victims, and retry the pod once they are gone."""
+        if self.elector is not None and not self.elector.is_leader:
+            return
+        namespace, name = rec.key.split("/", 1)
+        log.info("pod %s: %s", rec.key, preemption.describe())
+        try:
+            status = {"status": {"nominatedNodeName": preemption.node}}
+            self.api.patch(f"/api/v1/namespaces/{namespace}/pods/{name}/status", status)
+        except ApiError as exc:
+            log.warning("could not nominate %s for %s: %s", preemption.node, rec.key, exc)
+        for victim in preemption.victims:
+            victim_ns, victim_name = victim.key.split("/", 1)
+            options = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": victim.uid}}
+            try:
+                self.api.delete(f"/api/v1/namespaces/{victim_ns}/pods/{victim_name}", options)
+            except ApiError as exc:
+                if not (exc.is_not_found or exc.is_conflict):
+                    log.warning("preempting %s for %s failed: %s", victim.key, rec.key, exc)
+                continue
+            self.metrics.preemption_victims.inc()
+            self.recorder.event(
+                victim.obj,
+                "Normal",
+                "Preempted",
+                "Preempting",
+                f"Preempted by pod {rec.key} on node {preemption.node}",
+            )
+        self.queue.clear_backoff(rec.uid)
 
     def _pending(self, rec: PodRecord) -> bool:
         """Ours to place now: this scheduler's, unbound, not being deleted, not gated."""

@@ -116,6 +116,7 @@ class PodRecord:
     resource_version: str
     group: PodGroup | None = None
     """The pod group it is placed with, all or nothing (`scheduler/gang.py`)."""
+    preemption_policy: str = "PreemptLowerPriority"
     group_error: str | None = None
     obj: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -166,6 +167,7 @@ class PodRecord:
             resource_version=meta.get("resourceVersion", ""),
             group=group,
             group_error=group_error,
+            preemption_policy=spec.get("preemptionPolicy") or "PreemptLowerPriority",
             obj=pod,
         )
 
@@ -210,6 +212,8 @@ class ClusterCache:
         self.assumed: dict[str, Placed] = {}
         self._groups: dict[str, set[str]] = {}
         """Pod group key -> uids of its members (bound or not)."""
+        self.nominations: dict[str, tuple[str, frozenset[str]]] = {}
+        """Preemptors -> (nominated node, uids of the victims being deleted for them)."""
         self.state: ClusterState | None = None
         self.placer: Placer | None = None
         self.target: TargetWorkload | None = None
@@ -300,6 +304,7 @@ class ClusterCache:
     def delete_pod(self, uid: str) -> bool:
         rec = self.pods.pop(uid, None)
         self._regroup(rec, None)
+        self.nominations.pop(uid, None)
         self.assumed.pop(uid, None)
         self.mig_waits.pop(uid, None)
         freed = self._uncharge(uid)
@@ -548,6 +553,28 @@ class ClusterCache:
                 self.ext_used[name][node] += amount
         self._charged_ext[uid] = (node, dict(extended))
 
+    def holdings(self, uid: str) -> list[str]:
+        """The placement state's allocation keys a charged pod holds (several slices on a
+        time-sliced node); empty if it holds nothing."""
+        assert self.state is not None
+        keys = [uid, *self._slice_ids.get(uid, ())]
+        return [key for key in keys if key in self.state.live]
+
+    def extended_charge(self, uid: str) -> dict[str, int]:
+        """The other extended resources a charged pod holds on its node."""
+        charged = self._charged_ext.get(uid)
+        return dict(charged[1]) if charged is not None else {}
+
+    def awaiting_victims(self, uid: str) -> bool:
+        """True while pods deleted to make room for this preemptor still exist."""
+        nomination = self.nominations.get(uid)
+        if nomination is None:
+            return False
+        if any(victim in self.pods for victim in nomination[1]):
+            return True
+        del self.nominations[uid]
+        return False
+
     def _uncharge(self, uid: str) -> bool:
         state = self.state
         charged = self._charged_ext.pop(uid, None)
@@ -574,13 +601,10 @@ class ClusterCache:
 
     # -- deciding ----------------------------------------------------------------------
 
-    def decide(self, rec: PodRecord) -> Placed | Unschedulable:
-        """Run one scheduling cycle for a pending pod and assume the result."""
-        if not self.ensure_built():
-            return Unschedulable(node_count=0)
-        assert self.state is not None and self.placer is not None and rec.request is not None
-        assert rec.constraints is not None
-        state = self.state
+    def filter(self, rec: PodRecord) -> tuple[np.ndarray, Counter[str]]:
+        """Nodes the pod may use before counting capacity (taints, affinity, which GPU resource
+        the node serves), with kube-scheduler-style reasons for the others."""
+        assert self.state is not None and rec.request is not None and rec.constraints is not None
         try:
             eligibility = self.eligibility.of(rec.constraints)
         except ConstraintError as exc:
@@ -602,17 +626,34 @@ class ClusterCache:
             if short:
                 reasons[f"Insufficient {GPU_SHARED if rec.request.shared_replicas else GPU}"] += short
             mask = mask & fits
+        return mask, reasons
+
+    def extended_fit(
+        self, rec: PodRecord, mask: np.ndarray, used: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, Counter[str]]:
+        """`mask` narrowed to nodes with room for the pod's other extended resources, given `used`."""
+        assert self.state is not None and rec.request is not None
+        reasons: Counter[str] = Counter()
         for name, amount in rec.request.extended.items():
             if amount <= 0:
                 continue
             alloc = self.ext_alloc.get(name)
-            fits = (
-                np.zeros(len(state), dtype=bool) if alloc is None else alloc - self.ext_used[name] >= amount
-            )
+            fits = np.zeros(len(self.state), dtype=bool) if alloc is None else alloc - used[name] >= amount
             short = int((mask & ~fits).sum())
             if short:
                 reasons[f"Insufficient {name}"] += short
             mask = mask & fits
+        return mask, reasons
+
+    def decide(self, rec: PodRecord) -> Placed | Unschedulable:
+        """Run one scheduling cycle for a pending pod and assume the result."""
+        if not self.ensure_built():
+            return Unschedulable(node_count=0)
+        assert self.state is not None and self.placer is not None and rec.request is not None
+        state = self.state
+        mask, reasons = self.filter(rec)
+        mask, short = self.extended_fit(rec, mask, self.ext_used)
+        reasons += short
         decision: Decision = self.placer.place(rec.uid, rec.request.request, mask)
         if isinstance(decision, Unschedulable):
             return Unschedulable(node_count=len(state), reasons=reasons + decision.reasons)

@@ -77,6 +77,9 @@ class SchedulerConfig:
     migPlanTimeoutSeconds: float = 180.0
     """How long a MIG pod waits for a node agent (`--mig-dynamic`) to create the instances
     planned for it before its reservation is dropped and it is tried again."""
+    preemption: bool = True
+    """A pod that fits nowhere may delete lower-priority pods to make room (kube-scheduler's
+    DefaultPreemption); needs `delete` on pods."""
     leaderElection: LeaderElection = field(default_factory=LeaderElection)
     clientConnection: ClientConnection = field(default_factory=ClientConnection)
 

@@ -92,6 +92,9 @@ class SchedulerMetrics:
             "Rebuilds of the placement state (node changes) since start",
             registry=r,
         )
+        self.preemption_victims = Counter(
+            "tessellate_preemption_victims", "Pods deleted to make room for higher-priority pods", registry=r
+        )
         for result in ("scheduled", "unschedulable", "error", "waiting_for_mig"):
             self.attempts.labels(result)
 

@@ -152,6 +152,13 @@ class SchedulingQueue:
             pod.backoff_until = self.clock() + self.backoff_of(pod)
             self._requeue(pod)
 
+    def clear_backoff(self, uid: str) -> None:
+        """Retry at the next cluster change with no backoff (a preemptor whose victims are leaving)."""
+        with self._cond:
+            pod = self._pods.get(uid)
+            if pod is not None:
+                pod.backoff_until = 0.0
+
     def backoff_of(self, pod: QueuedPod) -> float:
         return min(self.initial_backoff * 2 ** max(pod.attempts - 1, 0), self.max_backoff)
 

@@ -180,6 +180,7 @@ def test_cluster_role_grants_exactly_what_the_scheduler_uses(base: list[dict[str
         ("", "nodes", "get"),
         ("", "nodes", "list"),
         ("", "nodes", "watch"),
+        ("", "pods", "delete"),  # preemption
         ("", "pods/binding", "create"),
         ("", "pods/status", "patch"),
         ("events.k8s.io", "events", "create"),
@@ -431,6 +432,7 @@ ALLOWED = [
     ("watch", "nodes"),
     ("create", "pods", "--subresource=binding", "-n", "default"),
     ("patch", "pods", "--subresource=status", "-n", "default"),
+    ("delete", "pods", "-n", "default"),  # preemption
     ("create", "events.events.k8s.io", "-n", "default"),
     ("patch", "events.events.k8s.io", "-n", "default"),
     ("create", "events", "-n", "default"),
@@ -442,7 +444,6 @@ ALLOWED = [
 
 DENIED = [
     ("create", "pods", "-n", "default"),
-    ("delete", "pods", "-n", "default"),
     ("update", "pods", "-n", "default"),
     ("patch", "pods", "-n", "default"),
     ("update", "pods", "--subresource=status", "-n", "default"),
@@ -513,6 +514,20 @@ def test_service_account_binds_a_pod_with_its_assignment(
     pod = admin.get(f"/api/v1/namespaces/{targets.ns}/pods/{name}")
     assert pod["spec"]["nodeName"] == targets.node
     assert pod["metadata"]["annotations"]["tessellate.dev/assignment"] == assignment
+
+
+def test_service_account_preempts_a_pod_only_by_its_uid(sa: KubeClient, admin: KubeClient, targets: Targets) -> None:
+    name = targets.pod(admin)
+    path = f"/api/v1/namespaces/{targets.ns}/pods/{name}"
+    uid = admin.get(path)["metadata"]["uid"]
+    options = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0}
+    with pytest.raises(ApiError) as stale:
+        sa.delete(path, {**options, "preconditions": {"uid": "not-" + uid}})
+    assert stale.value.is_conflict  # a pod recreated under the same name is not the victim
+    sa.delete(path, {**options, "preconditions": {"uid": uid}})
+    with pytest.raises(ApiError) as gone:
+        admin.get(path)
+    assert gone.value.is_not_found
 
 
 def test_service_account_marks_a_pod_unschedulable(
@@ -645,7 +660,6 @@ def test_service_account_creates_reads_and_renews_its_lease(sa: KubeClient, admi
 def forbidden_requests(t: Targets, pod: str) -> dict[str, Callable[[KubeClient], Any]]:
     lease_body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "x"}}
     return {
-        "delete a pod": lambda api: api.delete(f"/api/v1/namespaces/{t.ns}/pods/{pod}"),
         "create a pod": lambda api: api.post(
             f"/api/v1/namespaces/{t.ns}/pods",
             cluster.pod(cluster.unique("p"), t.ns, scheduler=NOBODYS_SCHEDULER),

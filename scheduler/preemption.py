@@ -1,0 +1,124 @@
+"""Preemption: a pod that fits nowhere may evict lower-priority pods, as kube-scheduler does.
+
+For each node the pod may use (taints, affinity and resource kind allowed), every bound
+pod of lower priority is taken out of the placement state in a what-if; if the pod then
+fits, victims are given back one at a time, most important first, while it still fits
+(kube-scheduler's "reprieve"), so only the pods that must go are chosen. The state is
+restored exactly afterwards: assignments are released and re-allocated as they were,
+never recomputed. Among the nodes that work, the one whose most important victim matters
+least wins, then the smallest sum of victim priorities, then the fewest victims.
+
+The scheduler then records `status.nominatedNodeName` on the pod, deletes the victims
+(with their grace period, uid-preconditioned) and retries the pod once they are gone.
+Not modelled: PodDisruptionBudgets, and pod groups (their members do not preempt).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from placement import Assignment, Unschedulable
+
+if TYPE_CHECKING:
+    from scheduler.cache import ClusterCache, PodRecord
+
+NEVER = "Never"
+MAX_CANDIDATES = 100
+"""Nodes that work after which the search stops (kube-scheduler samples similarly)."""
+
+
+@dataclass(frozen=True)
+class Preemption:
+    node: str
+    victims: tuple[PodRecord, ...]
+
+    def rank(self) -> tuple[int, int, int]:
+        priorities = [v.priority for v in self.victims]
+        return (max(priorities), sum(priorities), len(priorities))
+
+    def describe(self) -> str:
+        return f"preempting {len(self.victims)} lower-priority pod(s) on node {self.node}"
+
+
+def find_preemption(cache: ClusterCache, rec: PodRecord) -> Preemption | None:
+    """The node and the fewest, least important victims that let `rec` fit; None if none.
+
+    Expects `cache.lock` held and `rec` not placed by `cache.decide` just before.
+    """
+    if rec.preemption_policy == NEVER or rec.request is None or not cache.ensure_built():
+        return None
+    state = cache.state
+    assert state is not None
+    allowed, _ = cache.filter(rec)
+    lower: dict[int, list[PodRecord]] = {}
+    for other in cache.pods.values():
+        node = state.index.get(other.node_name) if other.node_name else None
+        if node is None or not allowed[node] or other.deleting or other.priority >= rec.priority:
+            continue
+        if cache.holdings(other.uid):
+            lower.setdefault(node, []).append(other)
+    best: Preemption | None = None
+    found = 0
+    for node in sorted(lower):
+        victims = _victims_on(cache, rec, node, lower[node])
+        if not victims:
+            continue  # never fits there, or fits without evicting anyone (then decide places it)
+        candidate = Preemption(state.names[node], tuple(victims))
+        if best is None or candidate.rank() < best.rank():
+            best = candidate
+        found += 1
+        if found >= MAX_CANDIDATES:
+            break
+    return best
+
+
+def _victims_on(
+    cache: ClusterCache, rec: PodRecord, node: int, lower: list[PodRecord]
+) -> list[PodRecord] | None:
+    """What-if on one node: the victims that must go for `rec` to fit there (None: it never fits)."""
+    state = cache.state
+    assert state is not None and cache.placer is not None and rec.request is not None
+    only = np.zeros(len(state), dtype=bool)
+    only[node] = True
+    used = {name: amounts.copy() for name, amounts in cache.ext_used.items()}
+    held: dict[str, list[Assignment]] = {}
+    out: set[str] = set()
+
+    def take(victim: PodRecord) -> None:
+        held[victim.uid] = [state.release(key) for key in cache.holdings(victim.uid)]
+        for name, amount in cache.extended_charge(victim.uid).items():
+            if name in used:
+                used[name][node] -= amount
+        out.add(victim.uid)
+
+    def give_back(victim: PodRecord) -> None:
+        for assignment in held.pop(victim.uid):
+            state.allocate(assignment)
+        for name, amount in cache.extended_charge(victim.uid).items():
+            if name in used:
+                used[name][node] += amount
+        out.discard(victim.uid)
+
+    def fits() -> bool:
+        mask, _ = cache.extended_fit(rec, only, used)
+        return bool(mask[node]) and not isinstance(
+            cache.placer.place(rec.uid, rec.request.request, mask), Unschedulable
+        )
+
+    try:
+        for victim in lower:
+            take(victim)
+        if not fits():
+            return None
+        for victim in sorted(lower, key=lambda v: (-v.priority, v.key)):
+            give_back(victim)
+            if not fits():
+                take(victim)
+        return [v for v in lower if v.uid in out]
+    finally:
+        for victim in lower:
+            if victim.uid in out:
+                give_back(victim)
