@@ -516,7 +516,9 @@ def test_service_account_binds_a_pod_with_its_assignment(
     assert pod["metadata"]["annotations"]["tessellate.dev/assignment"] == assignment
 
 
-def test_service_account_preempts_a_pod_only_by_its_uid(sa: KubeClient, admin: KubeClient, targets: Targets) -> None:
+def test_service_account_preempts_a_pod_only_by_its_uid(
+    sa: KubeClient, admin: KubeClient, targets: Targets
+) -> None:
     name = targets.pod(admin)
     path = f"/api/v1/namespaces/{targets.ns}/pods/{name}"
     uid = admin.get(path)["metadata"]["uid"]
