@@ -212,6 +212,8 @@ class ClusterCache:
         self.assumed: dict[str, Placed] = {}
         self._groups: dict[str, set[str]] = {}
         """Pod group key -> uids of its members (bound or not)."""
+        self.priorities: Counter[int] = Counter()
+        """How many known pods have each priority: preemption is skipped when none is lower."""
         self.nominations: dict[str, tuple[str, frozenset[str]]] = {}
         """Preemptors -> (nominated node, uids of the victims being deleted for them)."""
         self.state: ClusterState | None = None
@@ -283,6 +285,7 @@ class ClusterCache:
         old = self.pods.get(rec.uid)
         self.pods[rec.uid] = rec
         self._regroup(old, rec)
+        self._count_priority(old, rec)
         freed = False
         if not rec.node_name:
             return rec, False
@@ -304,6 +307,7 @@ class ClusterCache:
     def delete_pod(self, uid: str) -> bool:
         rec = self.pods.pop(uid, None)
         self._regroup(rec, None)
+        self._count_priority(rec, None)
         self.nominations.pop(uid, None)
         self.assumed.pop(uid, None)
         self.mig_waits.pop(uid, None)
@@ -315,6 +319,14 @@ class ClusterCache:
     def group_members(self, key: str) -> list[PodRecord]:
         """Every known pod of a pod group (`scheduler/gang.py`), bound or not."""
         return [self.pods[uid] for uid in self._groups.get(key, ())]
+
+    def _count_priority(self, old: PodRecord | None, new: PodRecord | None) -> None:
+        if old is not None:
+            self.priorities[old.priority] -= 1
+            if not self.priorities[old.priority]:
+                del self.priorities[old.priority]
+        if new is not None:
+            self.priorities[new.priority] += 1
 
     def _regroup(self, old: PodRecord | None, new: PodRecord | None) -> None:
         before = old.group.key if old is not None and old.group is not None else None

@@ -50,6 +50,8 @@ def find_preemption(cache: ClusterCache, rec: PodRecord) -> Preemption | None:
     """
     if rec.preemption_policy == NEVER or rec.request is None or not cache.ensure_built():
         return None
+    if min(cache.priorities, default=rec.priority) >= rec.priority:
+        return None  # the common case, one priority for all: no pod scan
     state = cache.state
     assert state is not None
     allowed, _ = cache.filter(rec)

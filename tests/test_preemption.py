@@ -112,3 +112,16 @@ def test_the_what_if_leaves_the_state_exactly_as_it_was_and_its_answer_works(pod
         cache.delete_pod(victim.uid)
     placed = cache.decide(urgent)
     assert isinstance(placed, Placed)
+
+
+def test_the_priority_count_follows_pods_through_changes_and_deletes() -> None:
+    cache = cache_with(host("n1"))
+    low = running(cache, "low", 2, priority=1)
+    waiting = pending(cache, "waiting", 1, priority=7)
+    assert cache.priorities == {1: 1, 7: 1}
+    changed = dict(waiting.obj, spec={**waiting.obj["spec"], "priority": 3})
+    cache.upsert_pod(changed)
+    assert cache.priorities == {1: 1, 3: 1}
+    cache.delete_pod(low.uid)
+    cache.delete_pod(waiting.uid)
+    assert not cache.priorities
