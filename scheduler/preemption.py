@@ -6,7 +6,8 @@ fits, victims are given back one at a time, most important first, while it still
 (kube-scheduler's "reprieve"), so only the pods that must go are chosen. The state is
 restored exactly afterwards: assignments are released and re-allocated as they were,
 never recomputed. Among the nodes that work, the one whose most important victim matters
-least wins, then the smallest sum of victim priorities, then the fewest victims.
+least wins, then the smallest sum of victim priorities, then the fewest victims; nodes are
+examined least important pods first, and the search stops when no node left can win.
 
 The scheduler then records `status.nominatedNodeName` on the pod, deletes the victims
 (with their grace period, uid-preconditioned) and retries the pod once they are gone.
@@ -64,8 +65,13 @@ def find_preemption(cache: ClusterCache, rec: PodRecord) -> Preemption | None:
             lower.setdefault(node, []).append(other)
     best: Preemption | None = None
     found = 0
-    for node in sorted(lower):
-        victims = _victims_on(cache, rec, node, lower[node])
+    # Nodes whose least important pod matters least first: a node cannot beat the best so
+    # far once even its least important pod outranks the best's most important victim.
+    floor = {node: min(p.priority for p in pods) for node, pods in lower.items()}
+    for node in sorted(lower, key=lambda n: (floor[n], n)):
+        if best is not None and best.rank() <= (floor[node], floor[node], 1):
+            break  # every node left has a victim at least this important
+        victims = victims_on(cache, rec, node, lower[node])
         if not victims:
             continue  # never fits there, or fits without evicting anyone (then decide places it)
         candidate = Preemption(state.names[node], tuple(victims))
@@ -77,7 +83,7 @@ def find_preemption(cache: ClusterCache, rec: PodRecord) -> Preemption | None:
     return best
 
 
-def _victims_on(
+def victims_on(
     cache: ClusterCache, rec: PodRecord, node: int, lower: list[PodRecord]
 ) -> list[PodRecord] | None:
     """What-if on one node: the victims that must go for `rec` to fit there (None: it never fits)."""

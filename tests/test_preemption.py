@@ -9,7 +9,7 @@ from test_scheduler_cache import bound, cache_with, decide, node, pod
 
 from placement import Unschedulable
 from scheduler.cache import ClusterCache, Placed, PodRecord
-from scheduler.preemption import find_preemption
+from scheduler.preemption import Preemption, victims_on, find_preemption
 
 
 def running(cache: ClusterCache, name: str, gpus: int, priority: int, on: str | None = None) -> PodRecord:
@@ -33,6 +33,13 @@ def pending(cache: ClusterCache, name: str, gpus: int, priority: int, **spec) ->
 
 def host(name: str) -> dict:
     return node(name, labels={"kubernetes.io/hostname": name})
+
+
+def node_victims(cache: ClusterCache, rec: PodRecord, name: str, priority: int) -> list[PodRecord] | None:
+    """The what-if on one node, every lower-priority pod there considered."""
+    assert cache.state is not None
+    lower = [p for p in cache.pods.values() if p.node_name == name and p.priority < priority]
+    return victims_on(cache, rec, cache.state.index[name], lower) if lower else None
 
 
 def snapshot(cache: ClusterCache) -> tuple:
@@ -105,8 +112,15 @@ def test_the_what_if_leaves_the_state_exactly_as_it_was_and_its_answer_works(pod
     after = snapshot(cache)
     assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
     assert before[2] == after[2]
+    exhaustive = [
+        Preemption(name, tuple(victims))
+        for name in ("n1", "n2")
+        if (victims := node_victims(cache, urgent, name, priority))
+    ]
     if preemption is None:
+        assert exhaustive == []
         return
+    assert preemption.rank() == min(p.rank() for p in exhaustive)  # pruning never loses the best
     assert all(v.priority < priority and v.node_name == preemption.node for v in preemption.victims)
     for victim in preemption.victims:
         cache.delete_pod(victim.uid)
