@@ -9,7 +9,7 @@ from test_scheduler_cache import bound, cache_with, decide, node, pod
 
 from placement import Unschedulable
 from scheduler.cache import ClusterCache, Placed, PodRecord
-from scheduler.preemption import Preemption, victims_on, find_preemption
+from scheduler.preemption import Preemption, find_preemption, victims_on
 
 
 def running(cache: ClusterCache, name: str, gpus: int, priority: int, on: str | None = None) -> PodRecord:
