@@ -27,6 +27,8 @@ class QueuedPod:
     first_seen: float = field(default_factory=time.monotonic)
     backoff_until: float = 0.0
     invalid: bool = False
+    moves_seen: int = 0
+    """The queue's move count when this attempt began (see `SchedulingQueue.unschedulable`)."""
 
 
 class SchedulingQueue:
@@ -48,6 +50,8 @@ class SchedulingQueue:
         self._pods: dict[str, QueuedPod] = {}
         self._where: dict[str, str] = {}  # uid -> active | backoff | unschedulable | inflight
         self._seq = itertools.count()
+        self._moves = 0
+        """How many times `move_all_to_active` ran: a cluster change an in-flight attempt missed."""
         self._closed = False
 
     # -- producers -------------------------------------------------------------------
@@ -75,6 +79,7 @@ class SchedulingQueue:
     def move_all_to_active(self) -> int:
         """A cluster change that may help: parked pods (not invalid ones) get another try."""
         with self._cond:
+            self._moves += 1
             moved = 0
             for uid in list(self._unschedulable):
                 pod = self._pods.get(uid)
@@ -99,6 +104,7 @@ class SchedulingQueue:
                     _, _, uid = heapq.heappop(self._active)
                     if self._where.get(uid) == "active":
                         self._where[uid] = "inflight"
+                        self._pods[uid].moves_seen = self._moves
                         return self._pods[uid]
                 wait = self._next_wakeup()
                 if deadline is not None:
@@ -121,6 +127,7 @@ class SchedulingQueue:
                 self._pods[uid] = pod
             self._unschedulable.pop(uid, None)
             self._where[uid] = "inflight"
+            pod.moves_seen = self._moves
             return pod
 
     def done(self, uid: str) -> None:
@@ -128,7 +135,13 @@ class SchedulingQueue:
         self.remove(uid)
 
     def unschedulable(self, uid: str, invalid: bool = False) -> None:
-        """The attempt failed: back off, then park until something changes."""
+        """The attempt failed: back off, then park until something changes.
+
+        If the cluster changed while the attempt ran (a `move_all_to_active` it could not
+        see, say capacity freed just after its decision), the pod is not parked but retried
+        after its backoff: parking it would miss that wake-up, as kube-scheduler's queue
+        also guards against with its move-request cycle.
+        """
         with self._cond:
             pod = self._pods.get(uid)
             if pod is None or self._where.get(uid) != "inflight":
@@ -138,6 +151,8 @@ class SchedulingQueue:
             pod.backoff_until = self.clock() + self.backoff_of(pod)
             if invalid:
                 self._where[uid] = "invalid"  # only a change of the pod itself can help
+            elif pod.moves_seen != self._moves:
+                self._requeue(pod)
             else:
                 self._unschedulable[uid] = self.clock()
                 self._where[uid] = "unschedulable"

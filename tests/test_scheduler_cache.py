@@ -255,6 +255,22 @@ def test_queue_orders_by_priority_then_arrival_and_backs_off() -> None:
     assert q.pop(0).uid == "low"
 
 
+def test_a_cluster_change_during_an_attempt_is_not_lost_when_the_attempt_fails() -> None:
+    """The pod was decided against the old state; capacity freed before it was marked
+    unschedulable must still wake it, or it would sleep until the periodic flush."""
+    now = [0.0]
+    q = SchedulingQueue(initial_backoff=1, max_backoff=4, unschedulable_timeout=100, clock=lambda: now[0])
+    q.add("p", "ns/p", 0)
+    assert q.pop(0).uid == "p"
+    q.move_all_to_active()  # a pod left while "p" was being decided
+    q.unschedulable("p")
+    now[0] = 1.5  # its backoff, then a retry: no other event needed
+    assert q.pop(0).uid == "p"
+    q.unschedulable("p")  # nothing changed during this attempt: parked
+    now[0] = 50
+    assert q.pop(0) is None
+
+
 def test_required_pod_affinity_is_refused_loudly_not_ignored() -> None:
     from scheduler.cache import PodRecord
 

@@ -68,14 +68,17 @@ def test_an_urgent_pod_preempts_just_enough_lower_priority_pods_and_binds_once_t
                 f"/api/v1/namespaces/{namespace}/pods/{name}",
                 {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0},
             )
-        wait_for(
-            lambda: any(
-                p["metadata"]["name"] == "urgent" and p["spec"].get("nodeName")
-                for p in cluster.list_pods(admin, namespace)
-            ),
-            30,
-            "the urgent pod to bind where its victims were",
-        )
+        try:
+            wait_for(
+                lambda: any(
+                    p["metadata"]["name"] == "urgent" and p["spec"].get("nodeName")
+                    for p in cluster.list_pods(admin, namespace)
+                ),
+                30,
+                "the urgent pod to bind where its victims were",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nscheduler log:\n{sched.log()[-6000:]}") from None
         remaining = cluster.list_pods(admin, namespace)
         assert sorted(p["metadata"]["name"] for p in remaining) == sorted(
             ["urgent", *(f"batch-{i}" for i in range(4) if f"batch-{i}" not in doomed)]
