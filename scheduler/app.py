@@ -28,7 +28,7 @@ from scheduler.leader import LeaderElectionConfig, LeaderElector, default_identi
 from scheduler.metrics import HealthServer, SchedulerMetrics
 from scheduler.migplans import MigWait
 from scheduler.podspec import PodRequestError
-from scheduler.preemption import Preemption, find_preemption
+from scheduler.preemption import Preemption, find_preemption, victims_still_leaving
 from scheduler.queue import QueuedPod, SchedulingQueue
 from scheduler.recorder import Recorder
 
@@ -304,7 +304,7 @@ class Scheduler:
 
     def _find_preemption(self, rec: PodRecord) -> Preemption | None:
         """Victims to delete for `rec` (cache lock held); none while earlier victims still leave."""
-        if self.cache.awaiting_victims(rec.uid):
+        if victims_still_leaving(self.cache, rec):
             return None
         preemption = find_preemption(self.cache, rec)
         if preemption is not None:

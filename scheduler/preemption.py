@@ -44,6 +44,24 @@ class Preemption:
         return f"preempting {len(self.victims)} lower-priority pod(s) on node {self.node}"
 
 
+def victims_still_leaving(cache: ClusterCache, rec: PodRecord) -> bool:
+    """True while pods deleted for `rec` still exist: it waits instead of preempting again.
+
+    Known from this scheduler's own nominations, and, after a restart or a failover, from
+    the pod's `status.nominatedNodeName`: a lower-priority pod terminating there counts
+    (kube-scheduler's rule for whether a pod may preempt others).
+    """
+    if cache.awaiting_victims(rec.uid):
+        return True
+    nominated = ((rec.obj.get("status") or {}).get("nominatedNodeName")) or ""
+    if not nominated:
+        return False
+    return any(
+        other.node_name == nominated and other.deleting and other.priority < rec.priority
+        for other in cache.pods.values()
+    )
+
+
 def find_preemption(cache: ClusterCache, rec: PodRecord) -> Preemption | None:
     """The node and the fewest, least important victims that let `rec` fit; None if none.
 

@@ -9,7 +9,7 @@ from test_scheduler_cache import bound, cache_with, decide, node, pod
 
 from placement import Unschedulable
 from scheduler.cache import ClusterCache, Placed, PodRecord
-from scheduler.preemption import Preemption, find_preemption, victims_on
+from scheduler.preemption import Preemption, find_preemption, victims_on, victims_still_leaving
 
 
 def running(cache: ClusterCache, name: str, gpus: int, priority: int, on: str | None = None) -> PodRecord:
@@ -139,3 +139,21 @@ def test_the_priority_count_follows_pods_through_changes_and_deletes() -> None:
     cache.delete_pod(low.uid)
     cache.delete_pod(waiting.uid)
     assert not cache.priorities
+
+
+def test_a_restarted_scheduler_waits_for_victims_on_the_nominated_node_instead_of_preempting_again() -> None:
+    cache = cache_with(host("n1"), host("n2"))
+    leaving = running(cache, "leaving", 8, priority=0, on="n1")
+    running(cache, "other", 8, priority=0, on="n2")
+    terminating = dict(
+        leaving.obj, metadata={**leaving.obj["metadata"], "deletionTimestamp": "2026-12-01T00:00:00Z"}
+    )
+    cache.upsert_pod(terminating)
+    urgent = pending(cache, "urgent", 8, priority=10)
+    assert not victims_still_leaving(cache, urgent)  # no nomination known: it may preempt (on n2)
+    nominated = dict(urgent.obj, status={"phase": "Pending", "nominatedNodeName": "n1"})
+    rec, _ = cache.upsert_pod(nominated)
+    assert rec is not None and victims_still_leaving(cache, rec)
+    cache.delete_pod(leaving.uid)
+    assert not victims_still_leaving(cache, rec)
+    assert isinstance(cache.decide(rec), Placed)
