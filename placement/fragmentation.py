@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from placement.model import MILLI_PER_GPU, Request
+from placement.model import Request
 from placement.state import ClusterState
+from placement.timeslice import slice_milli, takes_a_slice
 
 TaskType = tuple[int, int, int, tuple[str, ...]]
 """(cpu milli, per-GPU milli, GPU count, allowed models): a request's `shape`."""
@@ -89,11 +90,11 @@ class Fragmentation:
         # Task types share few distinct per-GPU sizes; per-GPU work is done once per size.
         # Time-sliced nodes judge one-GPU types by their slice size, so those sizes are
         # evaluated too; `size_of_type` indexes this extended list.
-        slices = MILLI_PER_GPU // np.unique(state.replicas[state.replicas > 1])
+        slices = slice_milli(np.unique(state.replicas[state.replicas > 1]))
         self.sizes = np.unique(np.concatenate([self.gpu_milli, slices]))
         self.size_of_type = np.searchsorted(self.sizes, self.gpu_milli)
-        self.one_whole_gpu = (self.gpu_count == 1) & (self.gpu_milli == MILLI_PER_GPU)
-        self.sliced_refuses = ~self.cpu_type & ~self.one_whole_gpu
+        self.takes_a_slice = takes_a_slice(self.gpu_count, self.gpu_milli)
+        self.sliced_refuses = ~self.cpu_type & ~self.takes_a_slice
         # access[m, model_id]; the extra last column is "no GPU model" (CPU-only nodes).
         access = np.zeros((len(types), len(state.gpu_models) + 1), dtype=bool)
         for m, (_, _, _, models) in enumerate(types):
@@ -118,9 +119,9 @@ class Fragmentation:
         usable_by_size = (fits * gpu_left[:, None, :]).sum(axis=2)  # [X, S]
         sliced = replicas > 1
         if sliced.any():
-            slice_size = np.searchsorted(self.sizes, MILLI_PER_GPU // replicas)  # [X]
+            slice_size = np.searchsorted(self.sizes, slice_milli(replicas))  # [X]
             size = np.where(
-                sliced[:, None] & self.one_whole_gpu[None, :], slice_size[:, None], self.size_of_type[None, :]
+                sliced[:, None] & self.takes_a_slice[None, :], slice_size[:, None], self.size_of_type[None, :]
             )
             fitting_count = np.take_along_axis(fitting_by_size, size, axis=1)  # [X, M]
             usable = np.take_along_axis(usable_by_size, size, axis=1)

@@ -17,22 +17,34 @@ to time-sliced nodes (the plugin there serves neither).
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+import numpy as np
+
 from placement.model import MILLI_PER_GPU, Request
+
+IntOrArray = TypeVar("IntOrArray", int, np.ndarray)
 
 REASON_SLICED_MULTI = "node(s) time-slice their GPUs (one replica per pod)"
 REASON_SLICED_KIND = "node(s) time-slice their GPUs (whole-GPU replicas only)"
 
 
-def slice_milli(replicas: int) -> int:
-    """One replica's share of its GPU in milli-GPU; N of them never exceed a GPU."""
+def slice_milli(replicas: IntOrArray) -> IntOrArray:
+    """One replica's share of its GPU in milli-GPU; N of them never exceed a GPU (also per node)."""
     return MILLI_PER_GPU // replicas
+
+
+def takes_a_slice(gpu_count: IntOrArray, gpu_milli: IntOrArray) -> bool | np.ndarray:
+    """Whether a request of this shape goes to time-sliced nodes: one whole GPU, which is
+    one slice there. Several GPUs, fractions and MIG do not (also per task type)."""
+    return (gpu_count == 1) & (gpu_milli == MILLI_PER_GPU)
 
 
 def replica_request(request: Request, replicas: int) -> Request | None:
     """What `request` takes on a node with `replicas` slices per GPU (None: it cannot go there)."""
     if replicas <= 1:
         return request
-    if request.gpu_count != 1 or request.gpu_milli != MILLI_PER_GPU:
+    if not takes_a_slice(request.gpu_count, request.gpu_milli):
         return None
     return Request(
         cpu_milli=request.cpu_milli,
