@@ -19,41 +19,20 @@ import statistics
 import time
 from collections.abc import Callable
 
+from cache_objects import gpu_node, gpu_pod
 from rich.console import Console
 from rich.table import Table
 
 from scheduler.cache import ClusterCache, PodRecord
-from scheduler.gang import MIN_AVAILABLE, POD_GROUP, decide_group
-
-
-def node(name: str) -> dict:
-    alloc = {"cpu": "128", "memory": "1024Gi", "pods": "110", "nvidia.com/gpu": "8"}
-    labels = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
-    return {"metadata": {"name": name, "labels": labels}, "spec": {}, "status": {"allocatable": alloc}}
-
-
-def pod(name: str, gpus: int, group: tuple[str, int] | None = None) -> dict:
-    meta: dict = {"name": name, "namespace": "bench", "uid": f"uid-{name}", "resourceVersion": "1"}
-    if group is not None:
-        meta["labels"] = {POD_GROUP: group[0]}
-        meta["annotations"] = {MIN_AVAILABLE: str(group[1])}
-    limits = {"nvidia.com/gpu": str(gpus), "cpu": "2", "memory": "8Gi"}
-    return {
-        "metadata": meta,
-        "spec": {
-            "schedulerName": "tessellate",
-            "containers": [{"name": "c", "resources": {"limits": limits}}],
-        },
-        "status": {"phase": "Pending"},
-    }
+from scheduler.gang import decide_group
 
 
 def busy_cache(nodes: int, rng: random.Random) -> ClusterCache:
     cache = ClusterCache("fgd", seed=1)
     for i in range(nodes):
-        cache.upsert_node(node(f"n{i:05d}"))
+        cache.upsert_node(gpu_node(f"n{i:05d}"))
     for i in range(nodes * 8 // 3 // 2):  # a third of the GPUs, in 1- and 2-GPU pods
-        rec, _ = cache.upsert_pod(pod(f"busy-{i}", rng.choice([1, 2])))
+        rec, _ = cache.upsert_pod(gpu_pod(f"busy-{i}", rng.choice([1, 2])))
         assert rec is not None
         cache.decide(rec)
     return cache
@@ -90,7 +69,7 @@ def lone_decisions(cache: ClusterCache, recs: list[PodRecord]) -> None:
 
 
 def add(cache: ClusterCache, prefix: str, sizes: list[int], group: tuple[str, int] | None) -> list[PodRecord]:
-    recs = [cache.upsert_pod(pod(f"{prefix}-{i}", size, group))[0] for i, size in enumerate(sizes)]
+    recs = [cache.upsert_pod(gpu_pod(f"{prefix}-{i}", size, group=group))[0] for i, size in enumerate(sizes)]
     return [rec for rec in recs if rec is not None]
 
 

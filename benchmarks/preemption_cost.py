@@ -18,6 +18,7 @@ import random
 import statistics
 import time
 
+from cache_objects import gpu_node, gpu_pod
 from rich.console import Console
 from rich.table import Table
 
@@ -25,25 +26,6 @@ from placement import Unschedulable
 from scheduler.annotations import ASSIGNMENT
 from scheduler.cache import ClusterCache, Placed, PodRecord
 from scheduler.preemption import MAX_CANDIDATES, find_preemption
-
-
-def node(name: str) -> dict:
-    alloc = {"cpu": "128", "memory": "1024Gi", "pods": "110", "nvidia.com/gpu": "8"}
-    labels = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
-    return {"metadata": {"name": name, "labels": labels}, "spec": {}, "status": {"allocatable": alloc}}
-
-
-def pod(name: str, gpus: int, priority: int) -> dict:
-    limits = {"nvidia.com/gpu": str(gpus), "cpu": "2", "memory": "8Gi"}
-    return {
-        "metadata": {"name": name, "namespace": "bench", "uid": f"uid-{name}", "resourceVersion": "1"},
-        "spec": {
-            "schedulerName": "tessellate",
-            "priority": priority,
-            "containers": [{"name": "c", "resources": {"limits": limits}}],
-        },
-        "status": {"phase": "Pending"},
-    }
 
 
 def run(cache: ClusterCache, p: dict) -> PodRecord | None:
@@ -63,13 +45,13 @@ def run(cache: ClusterCache, p: dict) -> PodRecord | None:
 def full_cache(nodes: int, rng: random.Random) -> ClusterCache:
     cache = ClusterCache("bestfit", seed=1)
     for i in range(nodes):
-        cache.upsert_node(node(f"n{i:05d}"))
+        cache.upsert_node(gpu_node(f"n{i:05d}"))
     k = misses = 0
     while misses < 50:  # mixed sizes until the cluster is nearly full
-        if run(cache, pod(f"low-{k}", rng.choice([1, 2, 4]), rng.randrange(10))) is None:
+        if run(cache, gpu_pod(f"low-{k}", rng.choice([1, 2, 4]), rng.randrange(10))) is None:
             misses += 1
         k += 1
-    while run(cache, pod(f"low-{k}", 1, rng.randrange(10))) is not None:  # then every last GPU
+    while run(cache, gpu_pod(f"low-{k}", 1, rng.randrange(10))) is not None:  # then every last GPU
         k += 1
     return cache
 
@@ -88,7 +70,7 @@ def main() -> None:
     cache = full_cache(args.nodes, rng)
     took = time.perf_counter() - started
     print(f"filled {args.nodes} nodes with {len(cache.pods)} low-priority pods in {took:.1f} s")
-    urgent, _ = cache.upsert_pod(pod("urgent", args.gpus, 100))
+    urgent, _ = cache.upsert_pod(gpu_pod("urgent", args.gpus, 100))
     assert urgent is not None and isinstance(cache.decide(urgent), Unschedulable)
 
     searches, victims = [], []
@@ -105,7 +87,7 @@ def main() -> None:
         cache.delete_pod(rec.uid)
     decisions = []
     for i in range(args.searches):
-        rec, _ = cache.upsert_pod(pod(f"fits-{i}", args.gpus, 100))
+        rec, _ = cache.upsert_pod(gpu_pod(f"fits-{i}", args.gpus, 100))
         assert rec is not None
         t0 = time.perf_counter()
         placed = cache.decide(rec)

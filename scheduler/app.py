@@ -308,8 +308,7 @@ class Scheduler:
             return None
         preemption = find_preemption(self.cache, rec)
         if preemption is not None:
-            victims = frozenset(v.uid for v in preemption.victims)
-            self.cache.nominations[rec.uid] = (preemption.node, victims)
+            self.cache.nominate(rec.uid, (v.uid for v in preemption.victims))
         return preemption
 
     def _preempt(self, rec: PodRecord, preemption: Preemption) -> None:

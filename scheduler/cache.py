@@ -214,8 +214,8 @@ class ClusterCache:
         """Pod group key -> uids of its members (bound or not)."""
         self.priorities: Counter[int] = Counter()
         """How many known pods have each priority: preemption is skipped when none is lower."""
-        self.nominations: dict[str, tuple[str, frozenset[str]]] = {}
-        """Preemptors -> (nominated node, uids of the victims being deleted for them)."""
+        self.nominations: dict[str, frozenset[str]] = {}
+        """Preemptors -> uids of the victims being deleted for them."""
         self.state: ClusterState | None = None
         self.placer: Placer | None = None
         self.target: TargetWorkload | None = None
@@ -577,12 +577,16 @@ class ClusterCache:
         charged = self._charged_ext.get(uid)
         return dict(charged[1]) if charged is not None else {}
 
+    def nominate(self, uid: str, victims: Iterable[str]) -> None:
+        """Remember the pods being deleted to make room for preemptor `uid`."""
+        self.nominations[uid] = frozenset(victims)
+
     def awaiting_victims(self, uid: str) -> bool:
         """True while pods deleted to make room for this preemptor still exist."""
-        nomination = self.nominations.get(uid)
-        if nomination is None:
+        victims = self.nominations.get(uid)
+        if victims is None:
             return False
-        if any(victim in self.pods for victim in nomination[1]):
+        if any(victim in self.pods for victim in victims):
             return True
         del self.nominations[uid]
         return False

@@ -85,7 +85,7 @@ def test_after_the_victims_leave_the_preemptor_fits_there() -> None:
     urgent = pending(cache, "urgent", 8, priority=10)
     preemption = find_preemption(cache, urgent)
     assert preemption is not None and [v.uid for v in preemption.victims] == [low.uid]
-    cache.nominations[urgent.uid] = (preemption.node, frozenset([low.uid]))
+    cache.nominate(urgent.uid, [low.uid])
     assert cache.awaiting_victims(urgent.uid)
     cache.delete_pod(low.uid)
     assert not cache.awaiting_victims(urgent.uid)
