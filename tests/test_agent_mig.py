@@ -12,15 +12,15 @@ from typing import Any
 
 import grpc
 import pytest
-from test_agent_plugin import NODE, MemoryPods
+from test_agent_plugin import MemoryPods, start_agent
 
 from placement.mig import geometry
-from scheduler.agent.agent import Agent, AgentConfig
+from scheduler.agent.agent import Agent
 from scheduler.agent.devices import GPU, GPU_MILLI, mig_profiles
 from scheduler.agent.discovery import HealthEvent
 from scheduler.agent.fake import FakeBackend, fake_uuid
 from scheduler.agent.fake_kubelet import FakeKubelet
-from scheduler.agent.responses import VISIBLE_DEVICES, RuntimeOptions
+from scheduler.agent.responses import VISIBLE_DEVICES
 
 SEED = "mig-node"
 UUIDS = [fake_uuid(SEED, i) for i in range(4)]
@@ -71,24 +71,9 @@ def kubelet(tmp_path: Path) -> Iterator[FakeKubelet]:
     k.stop()
 
 
-def start(
-    tmp_path: Path, backend: FakeBackend, pods: MemoryPods, mode: str = "full", **runtime: Any
-) -> Agent:
-    config = AgentConfig(
-        node_name=NODE,
-        mode=mode,
-        device_plugin_dir=tmp_path / "dp",
-        poll_seconds=0.05,
-        runtime=RuntimeOptions(**runtime),
-    )
-    agent = Agent(config, backend, api=None, pods=pods)
-    agent.start()
-    return agent
-
-
 @pytest.fixture
 def agent(tmp_path: Path, backend: FakeBackend, pods: MemoryPods, kubelet: FakeKubelet) -> Iterator[Agent]:
-    a = start(tmp_path, backend, pods)
+    a = start_agent(tmp_path, backend, pods)
     yield a
     a.stop()
 
@@ -126,7 +111,7 @@ def test_allocate_gives_the_assigned_instance_not_the_kubelets_pick(
 def test_cdi_strategy_names_the_mig_device(
     tmp_path: Path, backend: FakeBackend, pods: MemoryPods, kubelet: FakeKubelet
 ) -> None:
-    agent = start(tmp_path, backend, pods, device_list_strategy="cdi")
+    agent = start_agent(tmp_path, backend, pods, device_list_strategy="cdi")
     try:
         kubelet.wait_devices(MIG_3G, lambda d: len(d) == 1)
         pods.add("big", "2026-01-01T00:00:00Z", mig_assignment(1, "3g.40gb", 4), [{MIG_3G: "1"}])
@@ -222,7 +207,7 @@ def test_mig_devices_follow_their_parents_health(
 def test_fractions_mode_serves_no_mig_resource(
     tmp_path: Path, backend: FakeBackend, pods: MemoryPods, kubelet: FakeKubelet
 ) -> None:
-    agent = start(tmp_path, backend, pods, mode="fractions")
+    agent = start_agent(tmp_path, backend, pods, mode="fractions")
     try:
         kubelet.wait_registered([GPU_MILLI])
         assert [s.resource.name for s in agent.servers] == [GPU_MILLI]

@@ -104,10 +104,12 @@ def kubelet(tmp_path: Path) -> Iterator[FakeKubelet]:
     k.stop()
 
 
-def start_agent(tmp_path: Path, backend: FakeBackend, pods: MemoryPods, **runtime: Any) -> Agent:
+def start_agent(
+    tmp_path: Path, backend: FakeBackend, pods: MemoryPods, mode: str = "full", **runtime: Any
+) -> Agent:
     config = AgentConfig(
         node_name=NODE,
-        mode="full",
+        mode=mode,
         device_plugin_dir=tmp_path / "dp",
         poll_seconds=0.05,
         runtime=RuntimeOptions(**runtime),
