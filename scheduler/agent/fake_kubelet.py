@@ -122,8 +122,10 @@ class FakeKubelet(pb_grpc.RegistrationServicer):
                     self._cond.notify_all()
                 if self.on_devices is not None:
                     self.on_devices(endpoint.request.resource_name, devices)
-        except grpc.RpcError:
-            pass  # the plugin went away or we closed the channel; a new Register starts a new watch
+        except (grpc.RpcError, ValueError):
+            # The plugin went away or we closed the channel (ValueError: closed before this
+            # watch began, when a re-registration came quickly); a new Register starts a new watch.
+            pass
 
     # -- what tests look at ------------------------------------------------------------------
 
