@@ -8,6 +8,8 @@ from placement.cycle import Placer
 from placement.fragmentation import Fragmentation, FragmentationTracker, TargetWorkload
 from placement.migplace import MigChooser
 from placement.model import (
+    MAX_GPUS_PER_NODE,
+    MAX_QUANTITY,
     MILLI_PER_GPU,
     Assignment,
     Decision,
@@ -24,6 +26,8 @@ from placement.rng import IntSource, NumpyInts
 from placement.state import ClusterState, OverCommitError
 
 __all__ = [
+    "MAX_GPUS_PER_NODE",
+    "MAX_QUANTITY",
     "MILLI_PER_GPU",
     "PAPER_POLICIES",
     "POLICIES",

@@ -17,6 +17,12 @@ if TYPE_CHECKING:
     from placement.topology import NodeTopology
 
 MILLI_PER_GPU = 1000
+MAX_GPUS_PER_NODE = 64
+"""Most GPUs one node may declare: the state arrays are as wide as the widest node, so a
+node claiming more would make every node cost memory out of proportion (it is quarantined)."""
+MAX_MIG_INSTANCES_PER_NODE = MAX_GPUS_PER_NODE * 7
+MAX_QUANTITY = 2**53
+"""Largest CPU milli, MiB or count the core accepts: sums of many stay inside int64."""
 """A whole GPU is 1000 milli-GPU; fractions are 1..999."""
 
 
@@ -130,8 +136,10 @@ class NodeSpec:
                 f"node {self.name}: negative GPU memory ({self.gpu_memory_mib}MiB) "
                 f"or sharer limit ({self.max_sharers})"
             )
-        if self.gpu_count < 0:
-            raise ValueError(f"node {self.name}: negative GPU count {self.gpu_count}")
+        if not 0 <= self.gpu_count <= MAX_GPUS_PER_NODE:
+            raise ValueError(f"node {self.name}: GPU count {self.gpu_count} is not 0..{MAX_GPUS_PER_NODE}")
+        if max(self.cpu_milli, self.memory_mib, self.gpu_memory_mib, self.max_pods) > MAX_QUANTITY:
+            raise ValueError(f"node {self.name}: capacity beyond {MAX_QUANTITY}")
         if self.gpu_count > 0 and not self.gpu_model:
             raise ValueError(f"node {self.name}: has {self.gpu_count} GPUs but no GPU model")
         if self.topology is not None and self.topology.gpu_count != self.gpu_count:
@@ -182,6 +190,17 @@ class Request:
         if self.cpu_milli < 0 or self.memory_mib < 0:
             raise InvalidRequestError(
                 f"negative CPU or memory request (cpu={self.cpu_milli}m, memory={self.memory_mib}Mi)"
+            )
+        if max(self.cpu_milli, self.memory_mib, self.gpu_memory_mib) > MAX_QUANTITY:
+            raise InvalidRequestError(
+                f"request too large (cpu={self.cpu_milli}m, memory={self.memory_mib}Mi, "
+                f"GPU memory={self.gpu_memory_mib}Mi); no node has {MAX_QUANTITY} of anything"
+            )
+        if self.gpu_count > MAX_GPUS_PER_NODE or self.mig_count > MAX_MIG_INSTANCES_PER_NODE:
+            raise InvalidRequestError(
+                f"asks for {self.gpu_count or self.mig_count} GPUs or MIG instances; one pod runs on "
+                f"one node, which has at most {MAX_GPUS_PER_NODE} GPUs "
+                f"({MAX_MIG_INSTANCES_PER_NODE} MIG instances)"
             )
         if self.gpu_memory_mib:
             self._check_gpu_memory()

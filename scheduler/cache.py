@@ -63,6 +63,7 @@ log = logging.getLogger("tessellate.cache")
 MAX_TARGET_TYPES = 64
 REASON_NO_FRACTIONS = "Insufficient tessellate.dev/gpu-milli (no Tessellate node agent)"
 REASON_OVERCOMMITTED = "node(s) over-committed by pods bound elsewhere"
+REASON_QUARANTINED = "node(s) quarantined for an invalid GPU inventory (see the node's events)"
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
 # When no pod has been seen yet, FGD expects this mix (whole GPUs, a half, CPU only).
@@ -192,6 +193,15 @@ class AccountingProblem:
     message: str
 
 
+@dataclass(frozen=True)
+class NodeProblem:
+    """Something a node declares that the cache ignored or that closed the node (for an event)."""
+
+    node: str
+    message: str
+    quarantined: bool
+
+
 class ClusterCache:
     """Nodes, pods and the placement state; every method expects `lock` held."""
 
@@ -201,9 +211,13 @@ class ClusterCache:
         on_problem: Callable[[AccountingProblem, PodRecord], None] | None = None,
         seed: int | None = None,
         max_sharers: int = 0,
+        scheduler_name: str = "tessellate",
+        on_node_problem: Callable[[NodeProblem], None] | None = None,
     ):
         self.lock = threading.RLock()
         self.policy_name = policy
+        self.scheduler_name = scheduler_name
+        """Only pods with this schedulerName carry assignments the cache believes."""
         self.max_sharers = max_sharers
         """Most fractions one GPU may hold (the config's maxGpuSharers); 0: unlimited."""
         self.rng = NumpyInts(seed)
@@ -221,6 +235,11 @@ class ClusterCache:
         self.target: TargetWorkload | None = None
         self.eligibility = EligibilityCache()
         self.overcommitted = np.zeros(0, dtype=bool)
+        self.quarantined = np.zeros(0, dtype=bool)
+        """Nodes that take no new pods because what they declare cannot be trusted."""
+        self.quarantine_reasons: dict[str, str] = {}
+        self.build_error: str | None = None
+        """Why the last rebuild failed (nothing is placed until one succeeds); None when fine."""
         self.serves_fractions = np.zeros(0, dtype=bool)
         self.renamed_replicas = np.zeros(0, dtype=bool)
         """Nodes whose time-sliced replicas are `nvidia.com/gpu.shared` (none of `nvidia.com/gpu`)."""
@@ -238,6 +257,8 @@ class ClusterCache:
         self._dirty = True
         self._reported: set[tuple[str, str]] = set()
         self.on_problem = on_problem
+        self.on_node_problem = on_node_problem
+        self._node_reported: dict[str, str] = {}
         self.rebuilds = 0
         self._fragmentation: FragmentationTracker | None = None
 
@@ -246,8 +267,7 @@ class ClusterCache:
     def upsert_node(self, node: dict[str, Any]) -> bool:
         """Record a node; True when scheduling-relevant facts changed."""
         info = node_info(node)
-        if info.problem:
-            log.warning("node %s: %s", info.name, info.problem)
+        self._report_node(info)
         record = plan_record(node)
         plans_moved = self.plan_records.get(info.name, PlanRecord()) != record
         if plans_moved:
@@ -261,6 +281,7 @@ class ClusterCache:
         return True
 
     def delete_node(self, name: str) -> bool:
+        self._node_reported.pop(name, None)
         if self.nodes.pop(name, None) is None:
             return False
         self._dirty = True
@@ -270,9 +291,33 @@ class ClusterCache:
         nodes = list(nodes)
         self.plan_records = {n["metadata"]["name"]: plan_record(n) for n in nodes}
         infos = {i.name: i for i in map(node_info, nodes)}
+        for info in infos.values():
+            self._report_node(info)
         if infos != self.nodes:
             self.nodes = infos
             self._dirty = True
+
+    def _report_node(self, info: NodeInfo, quarantine: str | None = None) -> None:
+        """Tell once per change what of a node was ignored or why it takes no new pods."""
+        why = quarantine or info.quarantine
+        message = why or info.problem
+        if message is None:
+            self._node_reported.pop(info.name, None)
+            return
+        if self._node_reported.get(info.name) == message:
+            return
+        self._node_reported[info.name] = message
+        log.warning("node %s: %s", info.name, message)
+        if self.on_node_problem is not None:
+            self.on_node_problem(NodeProblem(info.name, message, quarantined=why is not None))
+
+    def node_problems(self) -> dict[str, bool]:
+        """Nodes with a reported problem -> whether it quarantines them (for metrics)."""
+        return {
+            name: (self.nodes[name].quarantine is not None or name in self.quarantine_reasons)
+            for name in self._node_reported
+            if name in self.nodes
+        }
 
     # -- pods ----------------------------------------------------------------------
 
@@ -283,6 +328,8 @@ class ClusterCache:
         if phase in TERMINAL_PHASES:
             return None, self.delete_pod(rec.uid)
         old = self.pods.get(rec.uid)
+        if old is not None and old.node_name and old.node_name == rec.node_name:
+            self._keep_first_assignment(old, rec)
         self.pods[rec.uid] = rec
         self._regroup(old, rec)
         self._count_priority(old, rec)
@@ -301,8 +348,29 @@ class ClusterCache:
         elif old is not None and old.node_name == rec.node_name and rec.uid in self._charged_ext:
             return rec, False  # already charged (a later update of a bound pod)
         if not self._dirty:
-            self._charge(rec)
+            try:
+                self._charge(rec)
+            except Exception:
+                log.exception("charging pod %s failed; rebuilding the cluster view", rec.key)
+                self._dirty = True  # the rebuild charges from the records, all or nothing
         return rec, freed
+
+    def _keep_first_assignment(self, old: PodRecord, new: PodRecord) -> None:
+        """A bound pod holds the GPUs it was given when it started: an annotation edited
+        afterwards changes nothing on the node, so the cache keeps counting the first one."""
+        if (old.assignment, old.assignment_error) == (new.assignment, new.assignment_error):
+            return
+        self._report(
+            new,
+            f"annotation {ASSIGNMENT} changed after the pod was bound; ignored (the pod keeps "
+            "the GPUs it was given; only the scheduler writes this annotation, with the binding)",
+        )
+        new.assignment, new.assignment_error = old.assignment, old.assignment_error
+
+    def invalidate(self) -> None:
+        """Rebuild the placement state from the records before the next decision (after an
+        unexpected error, whatever it left half-written is thrown away)."""
+        self._dirty = True
 
     def delete_pod(self, uid: str) -> bool:
         rec = self.pods.pop(uid, None)
@@ -359,47 +427,98 @@ class ClusterCache:
     # -- the placement state -------------------------------------------------------
 
     def ensure_built(self) -> bool:
-        """Rebuild the placement state if the node set changed; False if there are no nodes."""
+        """Rebuild the placement state if the node set changed; False if nothing may be placed
+        (no nodes, or the rebuild failed: `build_error` says why).
+
+        All or nothing: the cache is marked clean only once every node and every bound pod is
+        in the new state. A node or pod that cannot be counted quarantines that node; any
+        other failure leaves no state at all, so no decision is ever taken on a half-built one.
+        """
         if not self._dirty and self.state is not None:
             return True
-        self._dirty = False
         self.rebuilds += 1
+        infos = [self.nodes[n] for n in sorted(self.nodes)]
+        try:
+            self._rebuild(infos)
+        except Exception as exc:
+            log.exception("rebuilding the cluster view failed; nothing is placed until it succeeds")
+            self._drop_state()
+            self.build_error = (
+                f"the scheduler could not rebuild its view of the cluster ({type(exc).__name__}: {exc}); "
+                "retrying on the next change"
+            )
+            return False
+        self.build_error = None
+        self._dirty = False
+        return self.state is not None
+
+    def _drop_state(self) -> None:
+        self.state = self.placer = None
         self._charged_ext.clear()
         self._slice_ids.clear()
-        infos = [self.nodes[n] for n in sorted(self.nodes)]
+        self.eligibility.reset(())
+        self._fragmentation = None
+
+    def _rebuild(self, infos: list[NodeInfo]) -> None:
+        self._drop_state()
         if not infos:
-            self.state = self.placer = None
-            self.eligibility.reset(())
-            return False
-        self.state = ClusterState([replace(i.spec, max_sharers=self.max_sharers) for i in infos])
-        self.eligibility.reset(infos)
+            return
+        state = ClusterState([replace(i.spec, max_sharers=self.max_sharers) for i in infos])
         self.overcommitted = np.zeros(len(infos), dtype=bool)
+        self.quarantined = np.array([i.quarantine is not None for i in infos], dtype=bool)
+        self.quarantine_reasons = {}
         self.serves_fractions = np.array([i.serves_fractions for i in infos], dtype=bool)
         self.renamed_replicas = np.array([i.replica_resource == GPU_SHARED for i in infos], dtype=bool)
         names = sorted({r for i in infos for r in i.extended})
         self.ext_alloc = {r: np.array([i.extended.get(r, 0) for i in infos], dtype=np.int64) for r in names}
         self.ext_used = {r: np.zeros(len(infos), dtype=np.int64) for r in names}
+        self.state = state
         self.target = self._target_workload()
         self.placer = self._new_placer()
-        self._fragmentation = None
         self._block_unhealthy_gpus(infos)
         for rec in self.pods.values():
             if rec.node_name and rec.uid not in self.assumed:
-                self._charge(rec)
+                self._charge_or_quarantine(rec)
         for placed in list(self.assumed.values()):
             rec = self.pods.get(placed.uid)
-            if placed.node not in self.state.index or rec is None:
+            if placed.node not in state.index or rec is None:
                 self.assumed.pop(placed.uid)
                 continue
-            index = self.state.index[placed.node]
+            index = state.index[placed.node]
             # Plans are derived again: instances a pending plan asked for may exist by now.
             moved = replace(placed.assignment, pod=placed.uid, node=index, mig_plans=())
             try:
-                self.state.allocate(moved)
+                state.allocate(moved)
                 self._charge_ext(placed.uid, index, rec.request.extended if rec.request else {})
             except OverCommitError as exc:
                 log.error("in-flight decision for %s no longer fits after a node change: %s", placed.key, exc)
-        return True
+        self.eligibility.reset(infos)
+
+    def _quarantine(self, node: int, why: str) -> None:
+        """Close one node for a reason found while counting it (its event says what to fix)."""
+        assert self.state is not None
+        name = self.state.names[node]
+        self.quarantined[node] = True
+        self.quarantine_reasons[name] = why
+        self._report_node(self.nodes[name], quarantine=why)
+
+    def _charge_or_quarantine(self, rec: PodRecord) -> None:
+        """Charge a bound pod; an unexpected failure closes its node, never the whole view."""
+        assert self.state is not None
+        try:
+            self._charge(rec)
+        except Exception as exc:
+            log.exception("charging pod %s on %s failed", rec.key, rec.node_name)
+            node = self.state.index[rec.node_name]
+            for key in [rec.uid, *self._slice_ids.pop(rec.uid, ())]:
+                if key in self.state.live:
+                    self.state.release(key)
+            self._charged_ext.pop(rec.uid, None)
+            self._quarantine(
+                node,
+                f"bound pod {rec.key} could not be counted ({type(exc).__name__}: {exc}); "
+                "the node takes no new pods until the cluster view is rebuilt",
+            )
 
     def refresh_target(self) -> bool:
         """Re-derive FGD's expected workload from the pods seen now; True if it changed."""
@@ -438,11 +557,15 @@ class ClusterCache:
         assert self.state is not None
         busy = Request(cpu_milli=0, gpu_count=1, gpu_milli=MILLI_PER_GPU)
         for index, info in enumerate(infos):
-            blocked = [("unhealthy-gpu", g) for g in info.unhealthy_gpus]
-            empty = [g for g in info.mig_empty_gpus if g not in info.unhealthy_gpus]
-            blocked += [("mig-mode-empty-gpu", g) for g in empty]
-            for why, gpu in blocked:
-                self.state.allocate(Assignment(f"{why}/{info.name}/{gpu}", index, info.name, busy, (gpu,)))
+            blocked = dict.fromkeys(info.unhealthy_gpus, "unhealthy-gpu")
+            blocked.update({g: "mig-mode-empty-gpu" for g in info.mig_empty_gpus if g not in blocked})
+            try:
+                for gpu, why in blocked.items():
+                    self.state.allocate(
+                        Assignment(f"{why}/{info.name}/{gpu}", index, info.name, busy, (gpu,))
+                    )
+            except (OverCommitError, ValueError, IndexError) as exc:
+                self._quarantine(index, f"its unhealthy or MIG-mode GPUs cannot be blocked ({exc})")
 
     def _charge(self, rec: PodRecord) -> None:
         state = self.state
@@ -453,6 +576,8 @@ class ClusterCache:
             return
         node = state.index[rec.node_name]
         request = rec.request.request
+        if self.nodes[rec.node_name].quarantine is not None:
+            return  # it has no capacity to count against and takes no pods; its event says why
         if request.gpu_count and state.replicas[node] > 1:
             self._charge_slices(rec, node)
             return
@@ -480,11 +605,12 @@ class ClusterCache:
             self.overcommitted[node] = True
             self._report(rec, f"asks for {request.describe()} on time-sliced {rec.node_name}; not counted")
             return
-        shares = rec.assignment.gpus if rec.assignment is not None else ()
-        if len(shares) == request.gpu_count and all(s.milli == one.gpu_milli for s in shares):
+        assignment = self._trusted_assignment(rec)
+        shares = assignment.gpus if assignment is not None else ()
+        if shares and len(shares) == request.gpu_count and all(s.milli == one.gpu_milli for s in shares):
             gpus = [s.index for s in shares]
         else:
-            if rec.assignment is not None or rec.assignment_error:
+            if assignment is not None or (rec.assignment_error and self._ours(rec)):
                 self._report(rec, f"annotation {ASSIGNMENT} does not match its slices; counting likely ones")
             gpus = []
             left = state.gpu_left[node].copy()
@@ -514,12 +640,13 @@ class ClusterCache:
         assert state is not None
         if not request.gpu_count:
             return ()
-        if rec.assignment_error:
+        assignment = self._trusted_assignment(rec)
+        if rec.assignment_error and self._ours(rec):
             self._report(rec, f"{rec.assignment_error}; counting the GPUs the device plugin would pick")
-        elif rec.assignment is not None:
-            shares = rec.assignment.gpus
+        elif assignment is not None:
+            shares = assignment.gpus
             if len(shares) == request.gpu_count and all(s.milli == request.gpu_milli for s in shares):
-                return rec.assignment.indices
+                return assignment.indices
             self._report(
                 rec,
                 f"annotation {ASSIGNMENT} lists {len(shares)} GPU(s) at "
@@ -535,12 +662,13 @@ class ClusterCache:
         (what NVIDIA's device plugin would most likely give)."""
         request, state = rec.request.request, self.state
         assert state is not None
-        if rec.assignment_error:
+        assignment = self._trusted_assignment(rec)
+        if rec.assignment_error and self._ours(rec):
             self._report(
                 rec, f"{rec.assignment_error}; counting the MIG instances the device plugin would pick"
             )
-        elif rec.assignment is not None:
-            shares = rec.assignment.gpus
+        elif assignment is not None:
+            shares = assignment.gpus
             if len(shares) == request.mig_count and all(s.mig == request.mig_profile for s in shares):
                 return tuple(MigSlot(s.index, request.mig_profile, s.start or 0) for s in shares)
             listed = [s.mig or "whole GPU" for s in shares]
@@ -558,6 +686,24 @@ class ClusterCache:
             if i.profile == request.mig_profile and i not in busy
         ]
         return tuple(free[: request.mig_count])
+
+    def _ours(self, rec: PodRecord) -> bool:
+        return rec.scheduler_name == self.scheduler_name
+
+    def _trusted_assignment(self, rec: PodRecord) -> GpuAssignment | None:
+        """The pod's assignment if this scheduler wrote it: on any other pod the annotation is
+        the pod author's words, so it is ignored and the pod counted as the device plugin
+        would place it (a forged one must not move GPUs around, nor close the node)."""
+        if rec.assignment is None and rec.assignment_error is None:
+            return None
+        if not self._ours(rec):
+            self._report(
+                rec,
+                f"annotation {ASSIGNMENT} ignored: only pods with schedulerName {self.scheduler_name} "
+                "carry one; counting the GPUs the device plugin would pick",
+            )
+            return None
+        return rec.assignment
 
     def _charge_ext(self, uid: str, node: int, extended: dict[str, int]) -> None:
         for name, amount in extended.items():
@@ -625,9 +771,12 @@ class ClusterCache:
             eligibility = self.eligibility.of(rec.constraints)
         except ConstraintError as exc:
             raise PodRequestError(f"invalid node affinity: {exc}") from None
-        mask = eligibility.mask & ~self.overcommitted
+        closed = self.quarantined & eligibility.mask
+        mask = eligibility.mask & ~self.overcommitted & ~self.quarantined
         reasons: Counter[str] = Counter(eligibility.reasons)
-        over = int((eligibility.mask & self.overcommitted).sum())
+        if closed.any():
+            reasons[REASON_QUARANTINED] += int(closed.sum())
+        over = int((eligibility.mask & self.overcommitted & ~self.quarantined).sum())
         if over:
             reasons[REASON_OVERCOMMITTED] += over
         if rec.request.request.is_fraction:
@@ -664,6 +813,8 @@ class ClusterCache:
     def decide(self, rec: PodRecord) -> Placed | Unschedulable:
         """Run one scheduling cycle for a pending pod and assume the result."""
         if not self.ensure_built():
+            if self.build_error is not None:
+                return Unschedulable(len(self.nodes), Counter({self.build_error: len(self.nodes)}))
             return Unschedulable(node_count=0)
         assert self.state is not None and self.placer is not None and rec.request is not None
         state = self.state
@@ -675,6 +826,17 @@ class ClusterCache:
             return Unschedulable(node_count=len(state), reasons=reasons + decision.reasons)
         state.allocate(decision)
         self._charge_ext(rec.uid, decision.node, rec.request.extended)
+        try:
+            placed = self._placed(rec, decision)
+        except Exception:
+            self._uncharge(rec.uid)  # nothing half-assumed stays behind
+            raise
+        self.assumed[rec.uid] = placed
+        return placed
+
+    def _placed(self, rec: PodRecord, decision: Assignment) -> Placed:
+        """The decision with the annotation the Binding will carry."""
+        assert rec.request is not None
         info = self.nodes[decision.node_name]
         memory = rec.request.gpu_memory_mib or None
         topology = info.spec.topology
@@ -689,9 +851,7 @@ class ClusterCache:
             shares,
             numa=numa_nodes(topology, decision.gpus) if topology is not None and decision.gpus else (),
         )
-        placed = Placed(rec.uid, rec.key, decision.node_name, decision, annotation)
-        self.assumed[rec.uid] = placed
-        return placed
+        return Placed(rec.uid, rec.key, decision.node_name, decision, annotation)
 
     def forget(self, uid: str) -> None:
         """Undo an assumed decision whose bind failed (or whose MIG wait ended)."""

@@ -16,16 +16,17 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from placement import MILLI_PER_GPU, NodeSpec
+from placement import MAX_GPUS_PER_NODE, MAX_QUANTITY, MILLI_PER_GPU, NodeSpec
 from placement.catalogue import GPU_MODELS
 from placement.mig import MigError, geometry
-from placement.model import MigSpec
+from placement.model import MAX_MIG_INSTANCES_PER_NODE, MigSpec
 from placement.topology import NodeTopology, TopologyError, from_inventory
-from scheduler.mignodes import mig_counts, mig_dynamic, read_mig
+from scheduler.mignodes import GPU_COUNT_LABEL, mig_counts, mig_dynamic, read_mig
 from scheduler.podspec import (
     GPU,
     GPU_MILLI,
     GPU_SHARED,
+    MIG_PREFIX,
     QuantityError,
     count,
     cpu_milli,
@@ -40,6 +41,9 @@ SHARED_SUFFIX = "-SHARED"
 MEMORY_LABEL = "nvidia.com/gpu.memory"
 TOPOLOGY = "tessellate.dev/gpu-topology"
 DEVICES = "tessellate.dev/gpu-devices"
+MAX_PODS_PER_NODE = 100_000
+MAX_GPU_MEMORY_MIB = 1 << 24
+"""16 TiB: GPU memory sizes above it are ignored as nonsense."""
 log = logging.getLogger("tessellate.nodes")
 
 
@@ -78,7 +82,9 @@ class NodeInfo:
     """GPUs in MIG mode without instances (the agent's devices annotation): neither a whole GPU
     (the device plugins leave them out of `nvidia.com/gpu`) nor MIG capacity, so blocked too."""
     problem: str | None = None
-    """Why the node's inventory could not be read fully (an odd quantity or annotation)."""
+    """What of the node's inventory was ignored (an odd label or annotation); it still works."""
+    quarantine: str | None = None
+    """Why the node takes no new pods: something it declares cannot be trusted (what to fix)."""
 
     @property
     def name(self) -> str:
@@ -89,17 +95,23 @@ class NodeInfo:
 
 
 def _uuids(
-    annotations: dict[str, str], gpu_count: int, name: str
+    annotations: dict[str, str], topology: NodeTopology | None
 ) -> tuple[tuple[str | None, ...], str | None]:
-    raw = annotations.get(TOPOLOGY)
-    if not raw:
+    """GPU UUIDs by index, read only from a topology annotation that validated (distinct
+    indices covering every GPU) and only when no UUID repeats: a UUID is what the node agent
+    hands the container, so a wrong one would give a pod somebody else's GPU."""
+    if topology is None:
         return (), None
-    try:
-        data = json.loads(raw)
-        by_index = {int(g["index"]): str(g["uuid"]) for g in data["gpus"] if g.get("uuid")}
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        return (), f"annotation {TOPOLOGY} does not parse ({exc}); GPU UUIDs unknown"
-    return tuple(by_index.get(i) for i in range(gpu_count)), None
+    by_index = {
+        int(g["index"]): g["uuid"]
+        for g in json.loads(annotations[TOPOLOGY])["gpus"]
+        if isinstance(g.get("uuid"), str) and g["uuid"]
+    }
+    listed = list(by_index.values())
+    if len(set(listed)) != len(listed):
+        repeated = sorted({u for u in listed if listed.count(u) > 1})
+        return (), f"annotation {TOPOLOGY} gives several GPUs the UUID {repeated[0]}; GPU UUIDs ignored"
+    return tuple(by_index.get(i) for i in range(topology.gpu_count)), None
 
 
 def _topology(annotations: dict[str, str], gpu_count: int) -> tuple[NodeTopology | None, str | None]:
@@ -118,17 +130,15 @@ def _topology(annotations: dict[str, str], gpu_count: int) -> tuple[NodeTopology
     return topology, None
 
 
-def _physical_gpus(annotations: dict[str, str], allocatable: int) -> tuple[int, tuple[int, ...]]:
+def _physical_gpus(
+    annotations: dict[str, str], allocatable: int, unhealthy: tuple[int, ...]
+) -> tuple[int, tuple[int, ...]]:
     """(GPU count, unhealthy indices). The kubelet drops unhealthy GPUs from allocatable but
     indices keep their place, so when the agent's topology (all GPUs) and health report
     explain allocatable, the node keeps every index and the unhealthy ones are blocked;
     otherwise allocatable is all we trust."""
-    unhealthy = _unhealthy(annotations)
-    try:
-        declared = len(json.loads(annotations[TOPOLOGY])["gpus"])
-    except (KeyError, ValueError, TypeError):
-        return allocatable, ()
-    if not unhealthy or any(i >= declared for i in unhealthy):
+    declared = _declared_gpus(annotations)
+    if not unhealthy or not declared or any(i >= declared for i in unhealthy):
         return allocatable, ()
     if not declared - len(unhealthy) <= allocatable <= declared:
         return allocatable, ()
@@ -150,23 +160,43 @@ def _mig_empty(annotations: dict[str, str], gpu_count: int) -> tuple[int, ...]:
 
 
 def _declared_gpus(annotations: dict[str, str]) -> int:
+    """How many GPUs the agent's topology annotation lists (0: none, or not a list)."""
     try:
-        return len(json.loads(annotations[TOPOLOGY])["gpus"])
+        gpus = json.loads(annotations[TOPOLOGY])["gpus"]
     except (KeyError, ValueError, TypeError):
         return 0
+    return len(gpus) if isinstance(gpus, list) and len(gpus) <= MAX_GPUS_PER_NODE else 0
 
 
-def _unhealthy(annotations: dict[str, str]) -> tuple[int, ...] | None:
-    """Indices marked Unhealthy in the agent's device annotation (None: no usable health data)."""
+class InventoryError(ValueError):
+    """Something a node declares that the scheduler cannot trust: the node is quarantined."""
+
+
+def _unhealthy(annotations: dict[str, str]) -> tuple[int, ...]:
+    """Indices the agent's device annotation marks Unhealthy. An annotation that is there but
+    cannot be read leaves every GPU's health unknown: InventoryError (quarantine), never a guess."""
     raw = annotations.get(DEVICES)
     if not raw:
-        return None
+        return ()
+    where = f"annotation {DEVICES}"
     try:
-        return tuple(
-            sorted(int(g["index"]) for g in json.loads(raw)["gpus"] if g.get("health") == "Unhealthy")
-        )
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
+        gpus = json.loads(raw)["gpus"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InventoryError(f"{where} does not parse ({exc}); GPU health unknown") from None
+    if not isinstance(gpus, list) or len(gpus) > MAX_GPUS_PER_NODE:
+        raise InventoryError(f"{where}: 'gpus' must be a list of at most {MAX_GPUS_PER_NODE} GPUs")
+    seen: set[int] = set()
+    unhealthy = []
+    for pos, gpu in enumerate(gpus):
+        index = gpu.get("index") if isinstance(gpu, dict) else None
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < MAX_GPUS_PER_NODE:
+            raise InventoryError(f"{where}: gpus[{pos}] has no GPU index 0..{MAX_GPUS_PER_NODE - 1}")
+        if index in seen:
+            raise InventoryError(f"{where} lists GPU {index} twice; GPU health unknown")
+        seen.add(index)
+        if gpu.get("health") == "Unhealthy":
+            unhealthy.append(index)
+    return tuple(sorted(unhealthy))
 
 
 def gpu_memory(annotations: dict[str, str], labels: dict[str, str], model: str) -> int:
@@ -182,10 +212,10 @@ def gpu_memory(annotations: dict[str, str], labels: dict[str, str], model: str) 
             ]
         except (ValueError, KeyError, TypeError, AttributeError):
             sizes = []
-        if sizes and min(sizes) > 0:
+        if sizes and min(sizes) > 0 and max(sizes) <= MAX_GPU_MEMORY_MIB:
             return min(sizes)
     label = labels.get(MEMORY_LABEL, "")
-    if label.isdigit() and int(label) > 0:
+    if label.isdigit() and 0 < int(label) <= MAX_GPU_MEMORY_MIB:
         return int(label)
     known = GPU_MODELS.get(model)
     return (known.memory_mib or 0) if known is not None else 0
@@ -225,32 +255,66 @@ def _positive(quantity: Any) -> bool:
 
 
 def node_info(node: dict[str, Any]) -> NodeInfo:
-    """Read a Node object; quantities that do not parse make the node hold nothing."""
+    """Read a Node object. Never raises: what cannot be trusted quarantines the node (it takes
+    no new pods, with `quarantine` saying why and what to fix), never the whole cluster view."""
+    name = str((node.get("metadata") or {}).get("name") or "")
+    try:
+        return _read_node(node, name)
+    except InventoryError as exc:
+        return _quarantined(node, name, str(exc))
+    except Exception as exc:  # anything a node can write must not stop scheduling elsewhere
+        log.exception("node %s: unexpected error reading its inventory", name)
+        return _quarantined(node, name, f"its inventory could not be read ({type(exc).__name__}: {exc})")
+
+
+def _quarantined(node: dict[str, Any], name: str, why: str) -> NodeInfo:
+    """A node that takes no pods: no capacity at all, so nothing is ever placed on it."""
+    labels = (node.get("metadata") or {}).get("labels")
+    return NodeInfo(
+        spec=NodeSpec(name=name, cpu_milli=0, memory_mib=0, max_pods=0),
+        labels=dict(labels) if isinstance(labels, dict) else {},
+        quarantine=f"{why}; the node takes no new pods until this is fixed",
+    )
+
+
+def _bounded(what: str, value: int, limit: int) -> int:
+    if not 0 <= value <= limit:
+        raise InventoryError(f"allocatable {what} is {value}, outside 0..{limit}")
+    return value
+
+
+def _read_node(node: dict[str, Any], name: str) -> NodeInfo:
     meta = node.get("metadata") or {}
     spec = node.get("spec") or {}
     status = node.get("status") or {}
-    name = meta["name"]
-    labels = dict(meta.get("labels") or {})
+    labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
     allocatable = status.get("allocatable") or {}
-    problem = None
+    annotations = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
     try:
-        cpu = cpu_milli(allocatable.get("cpu", 0))
-        mem = memory_mib(allocatable.get("memory", 0))
-        pods = count(allocatable.get("pods", 110))
-        gpus = count(allocatable.get(GPU, 0))
+        cpu = _bounded("cpu (milli)", cpu_milli(allocatable.get("cpu", 0)), MAX_QUANTITY)
+        mem = _bounded("memory (MiB)", memory_mib(allocatable.get("memory", 0)), MAX_QUANTITY)
+        pods = _bounded("pods", count(allocatable.get("pods", 110)), MAX_PODS_PER_NODE)
+        gpus = _bounded(GPU, count(allocatable.get(GPU, 0)), MAX_GPUS_PER_NODE * MILLI_PER_GPU)
         migs = mig_counts(allocatable, count)
     except QuantityError as exc:
-        problem = f"allocatable does not parse ({exc}); the node is treated as full"
-        cpu = mem = pods = gpus = 0
-        migs = {}
+        raise InventoryError(f"allocatable does not parse ({exc})") from None
+    for profile, n in migs.items():
+        _bounded(f"{MIG_PREFIX}{profile}", n, MAX_MIG_INSTANCES_PER_NODE)
+    listed = labels.get(GPU_COUNT_LABEL, "")
+    if listed.strip().isdigit() and int(listed) > MAX_GPUS_PER_NODE:
+        raise InventoryError(f"label {GPU_COUNT_LABEL}={listed} is more than {MAX_GPUS_PER_NODE} GPUs")
     gpus, replicas, replica_resource, slicing_problem = _time_slicing(labels, allocatable, gpus)
+    if gpus > MAX_GPUS_PER_NODE:
+        raise InventoryError(
+            f"{gpus} physical GPUs declared ({GPU}); Tessellate handles at most {MAX_GPUS_PER_NODE} per node"
+        )
     if replicas > 1 and migs:
         slicing_problem = "time-sliced GPUs next to MIG instances are not modelled; MIG resources ignored"
         migs = {}
     model = gpu_model_name(labels.get(PRODUCT_LABEL, "")) if gpus or migs else ""
     if gpus and not model:
         model = "unknown"  # GPUs without gpu-feature-discovery labels: any-model pods may use them
-    annotations = meta.get("annotations") or {}
+    unhealthy = _unhealthy(annotations)
     dynamic = mig_dynamic(annotations) and replicas == 1
     if dynamic and not model and _declared_gpus(annotations):
         model = gpu_model_name(labels.get(PRODUCT_LABEL, ""))  # every GPU may be in MIG mode, none whole
@@ -258,10 +322,17 @@ def node_info(node: dict[str, Any]) -> NodeInfo:
     mig_problem = mig.problem if mig is not None else None
     if mig is not None and mig.layouts:
         gpus = mig.gpu_count  # MIG GPUs are not in allocatable nvidia.com/gpu ("mixed" strategy)
-    physical, unhealthy = _physical_gpus(annotations, gpus)
-    uuids, uuid_problem = _uuids(annotations, physical, name)
+    if gpus > MAX_GPUS_PER_NODE:
+        raise InventoryError(f"{gpus} GPUs with MIG; Tessellate handles at most {MAX_GPUS_PER_NODE} per node")
+    physical, unhealthy = _physical_gpus(annotations, gpus, unhealthy)
     topology, topology_problem = _topology(annotations, physical)
+    uuids, uuid_problem = _uuids(annotations, topology)
     gpus = physical
+    extended = node_extended(allocatable)
+    absurd = sorted(r for r, v in extended.items() if not 0 <= v <= MAX_QUANTITY)
+    extended = {r: v for r, v in extended.items() if r not in absurd}
+    ext_problem = f"allocatable {', '.join(absurd)} out of range; ignored" if absurd else None
+    notes = (slicing_problem, uuid_problem, topology_problem, mig_problem, ext_problem)
     return NodeInfo(
         spec=NodeSpec(
             name=name,
@@ -269,7 +340,7 @@ def node_info(node: dict[str, Any]) -> NodeInfo:
             memory_mib=mem,
             gpu_count=gpus,
             gpu_model=model,
-            max_pods=max(pods, 0),
+            max_pods=pods,
             topology=topology,
             mig=MigSpec(layouts=mig.layouts, dynamic=dynamic)
             if mig is not None and 0 < len(mig.layouts) <= gpus
@@ -278,17 +349,14 @@ def node_info(node: dict[str, Any]) -> NodeInfo:
             gpu_replicas=replicas if gpus else 1,
         ),
         labels=labels,
-        taints=tuple(spec.get("taints") or ()),
+        taints=tuple(t for t in spec.get("taints") or () if isinstance(t, dict)),
         unschedulable=bool(spec.get("unschedulable")),
-        extended=node_extended(allocatable),
+        extended=extended,
         serves_fractions=_positive(allocatable.get(GPU_MILLI)),
         gpu_uuids=uuids,
         replica_resource=replica_resource if gpus else "",
         mig_allocatable=migs,
         unhealthy_gpus=unhealthy,
         mig_empty_gpus=_mig_empty(annotations, gpus),
-        problem="; ".join(
-            p for p in (problem, slicing_problem, uuid_problem, topology_problem, mig_problem) if p
-        )
-        or None,
+        problem="; ".join(p for p in notes if p) or None,
     )
