@@ -19,7 +19,7 @@ from typing import Any
 from placement import Unschedulable
 from placement.migrequest import PLAN
 from scheduler.annotations import ASSIGNMENT
-from scheduler.cache import AccountingProblem, ClusterCache, Placed, PodRecord
+from scheduler.cache import AccountingProblem, ClusterCache, NodeProblem, Placed, PodRecord
 from scheduler.config import SchedulerConfig
 from scheduler.gang import GroupDecision, decide_group
 from scheduler.informer import Reflector
@@ -38,6 +38,8 @@ log = logging.getLogger("tessellate.scheduler")
 POD_SELECTOR = "status.phase!=Succeeded,status.phase!=Failed"
 TARGET_REFRESH_SECONDS = 30.0
 GIL_SWITCH_INTERVAL = 0.0005
+LOOP_ERRORS_UNREADY = 3
+"""Unexpected failures in a row after which /readyz reports the loop as failing."""
 
 
 class Scheduler:
@@ -51,7 +53,11 @@ class Scheduler:
         self.metrics = SchedulerMetrics()
         self.recorder = Recorder(api, config.schedulerName, self.identity)
         self.cache = ClusterCache(
-            config.policy, on_problem=self._accounting_problem, max_sharers=config.maxGpuSharers
+            config.policy,
+            on_problem=self._accounting_problem,
+            max_sharers=config.maxGpuSharers,
+            scheduler_name=config.schedulerName,
+            on_node_problem=self._node_problem,
         )
         self.queue = SchedulingQueue(
             config.podInitialBackoffSeconds, config.podMaxBackoffSeconds, config.unschedulableRetrySeconds
@@ -82,8 +88,13 @@ class Scheduler:
             )
         self.metrics.watch_queue(self.queue.depth)
         self.metrics.watch_gpus(self._gpu_usage)
+        self.metrics.watch_nodes(self._node_problems)
         self.metrics.cache_rebuilds.set_function(lambda: self.cache.rebuilds)
         self._heartbeat = time.monotonic()
+        self._loop_errors = 0
+        """Scheduling cycles in a row that failed unexpectedly (readiness)."""
+        self._binding: set[str] = set()
+        """Pods whose Binding is in flight in the bind pool."""
         self._loop_thread: threading.Thread | None = None
         self.http = HealthServer(config.bindAddress, self.metrics.registry, self._healthy, self._ready)
 
@@ -131,6 +142,13 @@ class Scheduler:
             log.info("leading (leader election off: this is the only binder)")
         self.metrics.leader.set(1)
         self.leading.set()
+        with self.cache.lock:
+            problems = [
+                (node, self.cache.node_problem_message(node), quarantined)
+                for node, quarantined in self.cache.node_problems().items()
+            ]
+        for node, message, quarantined in problems:
+            self._post_node_event(node, message, quarantined)
         self._loop_thread = threading.Thread(target=self._loop, name="schedule", daemon=True)
         self._loop_thread.start()
 
@@ -169,9 +187,26 @@ class Scheduler:
         return True, "ok"
 
     def _ready(self) -> tuple[bool, str]:
-        if self.nodes.synced.is_set() and self.pods.synced.is_set():
-            return True, "ok" + (" (leader)" if self.leading.is_set() else " (standby)")
-        return False, "caches not synced yet"
+        """Ready means able to work: caches synced, the API server reachable, cycles working."""
+        if not (self.nodes.synced.is_set() and self.pods.synced.is_set()):
+            return False, "caches not synced yet"
+        down = self._api_unreachable_for()
+        if down > self.config.readinessApiTimeoutSeconds:
+            return False, f"the API server has been unreachable for {down:.0f}s (lists and watches fail)"
+        build_error = self.cache.build_error
+        if build_error is not None:
+            return False, build_error
+        if self._loop_errors >= LOOP_ERRORS_UNREADY:
+            return False, f"the last {self._loop_errors} scheduling cycles failed unexpectedly (see the log)"
+        return True, "ok" + (" (leader)" if self.leading.is_set() else " (standby)")
+
+    def _api_unreachable_for(self) -> float:
+        since = [r.failing_since for r in (self.nodes, self.pods) if r.failing_since is not None]
+        return time.monotonic() - min(since) if since else 0.0
+
+    def _node_problems(self) -> dict[str, bool]:
+        with self.cache.lock:
+            return self.cache.node_problems()
 
     def _gpu_usage(self) -> dict[str, tuple[int, int, float, float]]:
         with self.cache.lock:
@@ -228,6 +263,15 @@ class Scheduler:
     def _accounting_problem(self, problem: AccountingProblem, rec: PodRecord) -> None:
         self.recorder.event(rec.obj, "Warning", "InvalidAssignment", "Accounting", problem.message)
 
+    def _node_problem(self, problem: NodeProblem) -> None:
+        if self.leading.is_set():  # a new leader reports what stands when it takes over
+            self._post_node_event(problem.node, problem.message, problem.quarantined)
+
+    def _post_node_event(self, node: str, message: str, quarantined: bool) -> None:
+        reason = "GpuInventoryQuarantined" if quarantined else "GpuInventoryIgnored"
+        obj = {"metadata": {"name": node}}
+        self.recorder.event(obj, "Warning", reason, "ReadInventory", message, kind="Node")
+
     # -- the scheduling loop -------------------------------------------------------------
 
     def _loop(self) -> None:
@@ -244,10 +288,30 @@ class Scheduler:
                 continue
             try:
                 self.schedule_one(queued)
-            except Exception:
-                log.exception("scheduling %s failed unexpectedly", queued.key)
-                self.metrics.attempts.labels("error").inc()
-                self.queue.retry(queued.uid)
+            except Exception as exc:
+                self._cycle_failed(queued, exc)
+            else:
+                self._loop_errors = 0
+
+    def _cycle_failed(self, queued: QueuedPod, exc: Exception) -> None:
+        """An unexpected error: tell the pod, throw away whatever the cycle left half-done
+        (assumptions without a bind, partial charges), and retry the pod after its backoff."""
+        log.exception("scheduling %s failed unexpectedly", queued.key)
+        self._loop_errors += 1
+        self.metrics.attempts.labels("error").inc()
+        with self.cache.lock:
+            for uid in list(self.cache.assumed):
+                if uid not in self._binding and uid not in self.cache.mig_waits:
+                    self.cache.forget(uid)
+            self.cache.invalidate()
+            rec = self.cache.pods.get(queued.uid)
+        if rec is not None:
+            message = (
+                f"internal error while scheduling ({type(exc).__name__}: {exc}); retrying after a backoff. "
+                "This is a bug in tessellate: please report it with the scheduler's log"
+            )
+            self.recorder.event(rec.obj, "Warning", "FailedScheduling", "Scheduling", message)
+        self.queue.retry(queued.uid)
 
     def schedule_one(self, queued: QueuedPod) -> None:
         with self.cache.lock:
@@ -300,7 +364,15 @@ class Scheduler:
         elif plan is not None:
             self._publish_plan(rec, queued, *plan)
         else:
-            self.binder.submit(self._bind, result, rec, queued)
+            self._submit_bind(result, rec, queued)
+
+    def _submit_bind(self, placed: Placed, rec: PodRecord, queued: QueuedPod) -> None:
+        self._binding.add(placed.uid)
+        try:
+            self.binder.submit(self._bind, placed, rec, queued)
+        except BaseException:
+            self._binding.discard(placed.uid)
+            raise
 
     def _find_preemption(self, rec: PodRecord) -> Preemption | None:
         """Victims to delete for `rec` (cache lock held); none while earlier victims still leave."""
@@ -364,7 +436,7 @@ class Scheduler:
                 group.group.min_available,
             )
         for placed in group.placed:
-            self.binder.submit(self._bind, placed, records[placed.uid], in_flight[placed.uid])
+            self._submit_bind(placed, records[placed.uid], in_flight[placed.uid])
         for uid, message in group.failed.items():
             self._fail(records[uid], in_flight[uid], message)
 
@@ -407,6 +479,12 @@ class Scheduler:
         self.recorder.event(rec.obj, "Warning", "FailedScheduling", "Scheduling", message)
 
     def _bind(self, placed: Placed, rec: PodRecord, queued: QueuedPod) -> None:
+        try:
+            self._post_binding(placed, rec, queued)
+        finally:
+            self._binding.discard(placed.uid)
+
+    def _post_binding(self, placed: Placed, rec: PodRecord, queued: QueuedPod) -> None:
         namespace, name = rec.key.split("/", 1)
         body = {
             "apiVersion": "v1",

@@ -311,6 +311,9 @@ class ClusterCache:
         if self.on_node_problem is not None:
             self.on_node_problem(NodeProblem(info.name, message, quarantined=why is not None))
 
+    def node_problem_message(self, name: str) -> str:
+        return self._node_reported.get(name, "")
+
     def node_problems(self) -> dict[str, bool]:
         """Nodes with a reported problem -> whether it quarantines them (for metrics)."""
         return {

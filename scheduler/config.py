@@ -80,6 +80,9 @@ class SchedulerConfig:
     preemption: bool = True
     """A pod that fits nowhere may delete lower-priority pods to make room (kube-scheduler's
     DefaultPreemption); needs `delete` on pods."""
+    readinessApiTimeoutSeconds: float = 30.0
+    """`/readyz` fails once the API server has been unreachable this long (lists and watches
+    failing), or while the scheduling loop keeps failing; `/healthz` is unaffected."""
     leaderElection: LeaderElection = field(default_factory=LeaderElection)
     clientConnection: ClientConnection = field(default_factory=ClientConnection)
 
@@ -121,6 +124,7 @@ _DURATION_FIELDS = {
     "podMaxBackoffSeconds",
     "unschedulableRetrySeconds",
     "migPlanTimeoutSeconds",
+    "readinessApiTimeoutSeconds",
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,8 @@ class Reflector:
         self._relisted = threading.Condition()
         self._relist_requested = False
         self._response: Any = None
+        self.failing_since: float | None = None
+        """Monotonic time of the first list or watch failure since the last success (None: fine)."""
         self._thread = threading.Thread(target=self._run, name=f"reflector {path}", daemon=True)
 
     def start(self) -> None:
@@ -78,6 +81,7 @@ class Reflector:
                         self._relist_requested, version = False, ""
                 if not version:
                     items, version = self.api.list_all(self.path, **self.params)
+                    self.failing_since = None
                     self.replace(items)
                     with self._relisted:
                         self.relists += 1
@@ -99,6 +103,8 @@ class Reflector:
                 delay = min(delay * 2, 30.0)
 
     def _pause(self, exc: Exception, delay: float) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
         log.warning("watch %s failed (%s); retrying in %.1fs", self.path, exc, delay)
         self.stop.wait(delay)
 
@@ -116,6 +122,7 @@ class Reflector:
         return version
 
     def _opened(self, response: Any) -> None:
+        self.failing_since = None
         self._response = response
         if self._relist_requested:  # asked for while this watch was being opened
             abort_watch(response)

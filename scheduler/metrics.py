@@ -63,6 +63,30 @@ class GpuCollector(Collector):
         yield from (ratio, capacity, frag, frag_ratio)
 
 
+class NodeProblemCollector(Collector):
+    """`tessellate_node_inventory_problem{node, effect}`: 1 per node whose inventory the
+    scheduler ignored in part (`degraded`) or will not place on (`quarantined`)."""
+
+    def __init__(self, problems: Callable[[], dict[str, bool]]):
+        self.problems = problems
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "tessellate_node_inventory_problem",
+            "1 for a node whose GPU inventory is partly ignored (degraded) or untrusted (quarantined: "
+            "it takes no new pods); the node's events say what to fix",
+            labels=["node", "effect"],
+        )
+        try:
+            problems = self.problems()
+        except Exception:
+            log.exception("reading node problems failed")
+            problems = {}
+        for node, quarantined in sorted(problems.items()):
+            family.add_metric([node, "quarantined" if quarantined else "degraded"], 1)
+        yield family
+
+
 class SchedulerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -100,6 +124,9 @@ class SchedulerMetrics:
 
     def watch_gpus(self, usage: Callable[[], dict[str, tuple[int, int, float, float]]]) -> None:
         self.registry.register(GpuCollector(usage))
+
+    def watch_nodes(self, problems: Callable[[], dict[str, bool]]) -> None:
+        self.registry.register(NodeProblemCollector(problems))
 
     def watch_queue(self, depth: Callable[[], dict[str, int]]) -> None:
         for name in ("active", "backoff", "unschedulable"):

@@ -39,9 +39,13 @@ class Recorder:
         self.instance = instance[:128]
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="recorder")
 
-    def event(self, pod: dict[str, Any], type_: str, reason: str, action: str, note: str) -> None:
-        meta = pod.get("metadata") or {}
-        ns, name = meta.get("namespace", "default"), meta.get("name", "")
+    def event(
+        self, obj: dict[str, Any], type_: str, reason: str, action: str, note: str, kind: str = "Pod"
+    ) -> None:
+        """Record an event about a pod (or, with `kind="Node"`, a node: its events live in
+        the `default` namespace, as kubelet's and kube-scheduler's do)."""
+        meta = obj.get("metadata") or {}
+        ns, name = meta.get("namespace") or "default", meta.get("name", "")
         body = {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
@@ -55,8 +59,8 @@ class Recorder:
             "note": truncate(note),
             "regarding": {
                 "apiVersion": "v1",
-                "kind": "Pod",
-                "namespace": ns,
+                "kind": kind,
+                **({"namespace": ns} if kind == "Pod" else {}),
                 "name": name,
                 "uid": meta.get("uid", ""),
                 "resourceVersion": meta.get("resourceVersion", ""),
