@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+from test_scheduler_cache import bound, cache_with, charged, decide, gpus, node, pod
 
 from placement import Unschedulable
 from placement.topology import nvswitch, to_inventory
@@ -17,7 +18,6 @@ from scheduler.app import Scheduler
 from scheduler.cache import REASON_QUARANTINED, ClusterCache, NodeProblem, Placed
 from scheduler.config import SchedulerConfig
 from scheduler.nodes import DEVICES, TOPOLOGY, node_info
-from test_scheduler_cache import bound, cache_with, charged, decide, gpus, node, pod
 
 
 def devices(*entries: dict) -> str:
