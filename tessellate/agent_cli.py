@@ -35,6 +35,9 @@ what it does:
   Allocate gives each container exactly the GPUs in its pod's
   tessellate.dev/assignment annotation (written by the scheduler), as
   NVIDIA_VISIBLE_DEVICES (or CDI names), plus CUDA MPS limits for fractions.
+  The annotation is honoured only on pods with spec.schedulerName equal to
+  --scheduler-name; other pods get what the kubelet picked. Nothing another
+  live pod holds (a GPU, a share of one, a MIG device) is handed out twice.
   It also writes on its Node: the tessellate.dev/gpu-topology and
   tessellate.dev/gpu-devices annotations, and tessellate.dev/gpu-memory-mib as
   an extended resource (capacity and allocatable). A GPU with a critical Xid,
@@ -114,6 +117,13 @@ def add_agent_command(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("--node-name", default=None, help="this node's name (default: $NODE_NAME)")
+    run.add_argument(
+        "--scheduler-name",
+        default="tessellate",
+        metavar="NAME",
+        help="the Tessellate scheduler's schedulerName: only pods with this spec.schedulerName have "
+        "their tessellate.dev/assignment honoured (default tessellate)",
+    )
     run.add_argument(
         "--kubeconfig", metavar="PATH", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)"
     )
@@ -343,6 +353,7 @@ def _run(args: argparse.Namespace) -> int:
             mig_dynamic=args.mig_dynamic,
             mig_plan_poll_seconds=args.mig_plan_poll,
             mps=_mps(args),
+            scheduler_name=args.scheduler_name,
             runtime=RuntimeOptions(
                 device_list_strategy=args.device_list_strategy, mps_pipe_dir=args.mps_pipe_dir
             ),

@@ -24,6 +24,7 @@ def pod(
     containers: list[dict[str, str]],
     init: list[dict[str, str]] | None = None,
     created: str = "2026-01-01T00:00:00Z",
+    scheduler: str = "tessellate",
     **status: Any,
 ) -> dict[str, Any]:
     annotations = {ASSIGNMENT: json.dumps(assignment)} if assignment is not None else {}
@@ -31,6 +32,7 @@ def pod(
         "metadata": {"name": name, "namespace": "ns", "uid": name, "creationTimestamp": created,
                      "annotations": annotations},
         "spec": {
+            "schedulerName": scheduler,
             "containers": [_container(f"c{i}", x) for i, x in enumerate(containers)],
             "initContainers": [_container(f"i{i}", x) for i, x in enumerate(init or [])],
         },
@@ -83,15 +85,32 @@ def test_a_container_is_matched_by_its_device_count() -> None:
     assert serve(c, GPU, ["a", "b"]).pod == "two"  # the older pod asks for 1, not 2
 
 
-def test_containers_already_recorded_or_started_are_not_served_again() -> None:
-    recorded = pod("recorded", {"gpus": [{"index": 0}]}, [{GPU: "1"}], created="2026-01-01T00:00:00Z")
-    recorded["metadata"]["annotations"][ALLOCATED] = json.dumps({"c0": ["GPU-0"]})
+def test_containers_already_served_or_started_are_not_served_again() -> None:
+    served = pod("served", {"gpus": [{"index": 0}]}, [{GPU: "1"}], created="2026-01-01T00:00:00Z")
     running = pod("running", {"gpus": [{"index": 1}]}, [{GPU: "1"}], created="2026-01-01T00:00:01Z",
                   containerStatuses=[{"name": "c0", "containerID": "containerd://abc"}])  # fmt: skip
     waiting = pod("waiting", {"gpus": [{"index": 2}]}, [{GPU: "1"}], created="2026-01-01T00:00:02Z")
     finished = pod("done", {"gpus": [{"index": 3}]}, [{GPU: "1"}], created="2025-01-01T00:00:00Z")
     finished["status"]["phase"] = "Succeeded"
-    assert serve(claims(recorded, running, waiting, finished), GPU, ["x"]).pod == "waiting"
+    c = claims(served, running, waiting, finished)
+    assert serve(c, GPU, ["x"]).pod == "served"
+    assert serve(c, GPU, ["x"]).pod == "waiting"
+
+
+def test_an_older_pod_served_only_by_its_annotation_makes_the_next_pod_ambiguous() -> None:
+    # Changed: the annotation alone used to mark the container served. A pod's author can
+    # write it, and then the newer pod would be served for the older pod's container.
+    recorded = pod("recorded", {"gpus": [{"index": 0}]}, [{GPU: "1"}], created="2026-01-01T00:00:00Z")
+    recorded["metadata"]["annotations"][ALLOCATED] = json.dumps({"c0": ["GPU-0"]})
+    waiting = pod("waiting", {"gpus": [{"index": 2}]}, [{GPU: "1"}], created="2026-01-01T00:00:02Z")
+    with pytest.raises(ClaimError, match=r"cannot tell whether the kubelet is admitting pod ns/recorded"):
+        claims(recorded, waiting).find(GPU, ["x"], gpu_of)
+    recorded["status"]["containerStatuses"] = [{"name": "c0", "containerID": "containerd://abc"}]
+    assert serve(claims(recorded, waiting), GPU, ["x"]).pod == "waiting"
+    forged = pod("forged", None, [{GPU: "1"}], scheduler="other")
+    forged["metadata"]["annotations"][ALLOCATED] = json.dumps({"c0": ["GPU-3"]})
+    with pytest.raises(ClaimError, match="no pod bound to this node is waiting"):
+        claims(forged).find(GPU, ["x"], gpu_of)  # the pod that wrote it is refused, as before
 
 
 def test_fraction_memory_comes_from_the_container_or_the_single_sharer() -> None:

@@ -95,3 +95,15 @@ def test_run_help_names_the_mig_and_mps_options(capsys: pytest.CaptureFixture[st
     for phrase in ("nvidia.com/mig-<profile>", "--mig-dynamic", "tessellate.dev/mig-plan-status",
                    "--mps-daemon", "--mps-control-binary"):  # fmt: skip
         assert phrase in text
+
+
+def test_an_empty_scheduler_name_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--node-name", "n", "--scheduler-name", ""]) == 2
+    assert "--scheduler-name must not be empty" in capsys.readouterr().err
+
+
+def test_run_help_says_whose_assignments_are_trusted(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--scheduler-name NAME" in text and "default tessellate" in text

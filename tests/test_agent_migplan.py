@@ -164,7 +164,8 @@ def test_the_fake_refuses_what_the_driver_would() -> None:
 def _pod(name: str, annotations: dict[str, str], limits: dict[str, str], phase: str = "Running") -> dict:
     meta = {"name": name, "namespace": "ns", "annotations": annotations, "creationTimestamp": "t"}
     return {"metadata": meta,
-            "spec": {"containers": [{"name": "c", "resources": {"limits": limits}}]},
+            "spec": {"schedulerName": "tessellate",
+                     "containers": [{"name": "c", "resources": {"limits": limits}}]},
             "status": {"phase": phase}}  # fmt: skip
 
 

@@ -51,6 +51,7 @@ class MemoryPods:
         assignment: dict | None,
         containers: list[dict[str, str]],
         init: list[dict[str, str]] | None = None,
+        scheduler: str = "tessellate",
     ) -> dict[str, Any]:
         annotations = {ASSIGNMENT: json.dumps(assignment)} if assignment is not None else {}
         pod = {
@@ -63,6 +64,7 @@ class MemoryPods:
             },
             "spec": {
                 "nodeName": NODE,
+                "schedulerName": scheduler,
                 "containers": [
                     {"name": f"c{i}", "resources": {"limits": limits}} for i, limits in enumerate(containers)
                 ],
@@ -319,3 +321,39 @@ def test_a_device_plugin_dir_too_deep_for_a_socket_is_refused_with_what_to_do(
         agent.start()
     agent.stop()
     assert list(deep.iterdir()) == []
+
+
+def test_a_foreign_pod_with_a_forged_assignment_never_gets_the_victims_gpu(
+    agent: Agent, kubelet: FakeKubelet, pods: MemoryPods
+) -> None:
+    kubelet.wait_registered([GPU])
+    pods.add("victim", "2026-01-01T00:00:00Z", {"gpus": [{"index": 2}]}, [{GPU: "1"}])
+    assert kubelet.allocate(GPU, [UUIDS[0]]).envs[VISIBLE_DEVICES] == UUIDS[2]
+    forged = {"gpus": [{"index": 2, "uuid": UUIDS[2]}]}
+    pods.add("attacker", "2026-01-01T00:00:05Z", forged, [{GPU: "1"}], scheduler="default-scheduler")
+    assert kubelet.preferred_allocation(GPU, UUIDS[2:], 1) == [UUIDS[3]]  # a free GPU, not the victim's
+    given = kubelet.allocate(GPU, [UUIDS[2]]).envs[VISIBLE_DEVICES]  # a kubelet that ignored it
+    assert given != UUIDS[2] and given in UUIDS
+    recorded = json.loads(pods.items[1]["metadata"]["annotations"][ALLOCATED])
+    assert recorded == {"c0": [given]}
+
+
+def test_the_agent_trusts_assignments_of_its_configured_scheduler_name_only(
+    tmp_path: Path, backend: FakeBackend, pods: MemoryPods, kubelet: FakeKubelet
+) -> None:
+    config = AgentConfig(node_name=NODE, mode="full", device_plugin_dir=tmp_path / "dp", poll_seconds=0.05,
+                         scheduler_name="gpu-sched")  # fmt: skip
+    agent = Agent(config, backend, api=None, pods=pods)
+    agent.start()
+    try:
+        kubelet.wait_registered([GPU])
+        pods.add(
+            "mine", "2026-01-01T00:00:00Z", {"gpus": [{"index": 3}]}, [{GPU: "1"}], scheduler="gpu-sched"
+        )
+        pods.add("default", "2026-01-01T00:00:01Z", {"gpus": [{"index": 1}]}, [{GPU: "1"}])
+        assert kubelet.allocate(GPU, [UUIDS[0]]).envs[VISIBLE_DEVICES] == UUIDS[3]
+        assert kubelet.allocate(GPU, [UUIDS[0]]).envs[VISIBLE_DEVICES] == UUIDS[0]  # "tessellate" is foreign
+    finally:
+        agent.stop()
+    with pytest.raises(ValueError, match="--scheduler-name must not be empty"):
+        AgentConfig(node_name=NODE, scheduler_name="")

@@ -111,3 +111,65 @@ def test_assignment_round_trip() -> None:
 def test_malformed_assignments_are_rejected(text: str, needle: str) -> None:
     with pytest.raises(AssignmentError, match=needle):
         decode(text)
+
+
+MILLI, WHOLE, GPU_MEM = "tessellate.dev/gpu-milli", "nvidia.com/gpu", "tessellate.dev/gpu-memory-mib"
+
+
+def test_a_fraction_summed_over_app_containers_names_them_and_says_what_to_do() -> None:
+    with pytest.raises(PodRequestError) as refused:
+        pod_request(pod({"limits": {MILLI: "600"}}, {"limits": {MILLI: "600"}}))
+    message = str(refused.value)
+    assert "adds up over the app containers" in message
+    assert "c0: 600 + c1: 600 = 1200 milli" in message
+    assert "ask for nvidia.com/gpu: 2" in message and "split the containers into separate pods" in message
+
+
+def test_an_init_fraction_next_to_app_whole_gpus_asks_for_the_whole_gpus() -> None:
+    r = pod_request(pod({"limits": {WHOLE: "2"}}, init=({"limits": {MILLI: "300", GPU_MEM: "4096"}},)))
+    assert (r.request.gpu_count, r.request.gpu_milli, r.gpu_memory_mib) == (2, MILLI_PER_GPU, 0)
+
+
+def test_an_init_whole_gpu_next_to_an_app_fraction_asks_for_the_whole_gpu() -> None:
+    r = pod_request(pod({"limits": {MILLI: "300"}}, init=({"limits": {WHOLE: "1"}},)))
+    assert (r.request.gpu_count, r.request.gpu_milli) == (1, MILLI_PER_GPU)
+    assert not r.request.is_fraction
+
+
+def test_init_and_app_fractions_take_the_largest_milli_and_memory() -> None:
+    r = pod_request(
+        pod(
+            {"limits": {MILLI: "200"}},
+            {"limits": {MILLI: "100", GPU_MEM: "2048"}},
+            init=({"limits": {MILLI: "600", GPU_MEM: "1024"}}, {"limits": {MILLI: "100", GPU_MEM: "8192"}}),
+        )
+    )
+    assert (r.request.gpu_milli, r.gpu_memory_mib) == (600, 8192)
+
+
+def test_whole_gpus_and_a_fraction_in_the_app_containers_together_are_refused() -> None:
+    with pytest.raises(
+        PodRequestError, match=r"the app containers \(which run together\) ask\(s\) for both whole"
+    ):
+        pod_request(pod({"limits": {WHOLE: "1"}}, {"limits": {MILLI: "300"}}))
+
+
+def _with_sidecar(sidecar: dict, app: dict, after: dict | None = None) -> dict:
+    p = pod({"requests": app})
+    p["spec"]["initContainers"] = [
+        {"name": "side", "restartPolicy": "Always", "resources": {"requests": sidecar}}
+    ]
+    if after is not None:
+        p["spec"]["initContainers"].append({"name": "later", "resources": {"requests": after}})
+    return p
+
+
+def test_sidecars_add_to_the_app_containers_and_to_later_init_containers_as_kube_scheduler_does() -> None:
+    assert pod_request(_with_sidecar({"cpu": "1"}, {"cpu": "2"})).request.cpu_milli == 3000
+    later = pod_request(_with_sidecar({"cpu": "1", "memory": "1Gi"}, {"cpu": "1"}, after={"cpu": "3"}))
+    assert (later.request.cpu_milli, later.request.memory_mib) == (4000, 1024)
+
+
+def test_a_sidecar_asking_for_a_gpu_is_refused_with_what_to_do() -> None:
+    with pytest.raises(PodRequestError, match=r"init container side is a sidecar .* move the GPU request"):
+        pod_request(_with_sidecar({MILLI: "100"}, {"cpu": "1"}))

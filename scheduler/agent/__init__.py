@@ -9,6 +9,7 @@ One module per job (docs/agent.md explains the behaviour):
     state.py         current inventory + health, versioned, with waiting
     devices.py       resources served (whole GPUs, milli shares, MIG profiles) and their device IDs
     claims.py        which pod/container an Allocate is for, and its assigned GPUs
+    holdings.py      what the node's live pods hold (GPUs, shares, MIG devices), and whom to trust
     responses.py     env vars, mounts and CDI names for a container
     plugin.py        the DevicePlugin gRPC service and its unix-socket server
     kubelet.py       registration, and re-registration after kubelet restarts

@@ -23,6 +23,7 @@ from scheduler.agent.claims import Claims, KubePods, PodSource
 from scheduler.agent.devices import MODES, served_resources
 from scheduler.agent.discovery import Backend
 from scheduler.agent.health import HealthMonitor
+from scheduler.agent.holdings import TESSELLATE
 from scheduler.agent.inventory import Gpu
 from scheduler.agent.kubelet import Registrar
 from scheduler.agent.migplan import MigPlanApplier
@@ -56,6 +57,9 @@ class AgentConfig:
     mig_plan_poll_seconds: float = 1.0
     mps: MpsDaemon | None = None
     """The MPS control daemon to run and supervise (`--mps-daemon`); None: not our job."""
+    scheduler_name: str = TESSELLATE
+    """The Tessellate scheduler's name (`--scheduler-name`): only pods with this
+    spec.schedulerName have their tessellate.dev/assignment honoured."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -67,6 +71,11 @@ class AgentConfig:
             )
         if not self.node_name:
             raise ValueError("the agent needs its node's name (--node-name or $NODE_NAME)")
+        if not self.scheduler_name:
+            raise ValueError(
+                "--scheduler-name must not be empty: give the schedulerName of the Tessellate "
+                "scheduler (default tessellate)"
+            )
 
     @property
     def kubelet_socket(self) -> Path:
@@ -119,7 +128,7 @@ class Agent:
         if self.config.mps is not None:
             self.config.mps.start()  # before any socket exists: a failure leaves nothing behind
         self.state = state = DeviceState(inventory)
-        claims = Claims(self.pods, self._uuid_of_index, self._gpu_at)
+        claims = Claims(self.pods, self._uuid_of_index, self._gpu_at, self.config.scheduler_name)
         lock = self.lock
         self.config.device_plugin_dir.mkdir(parents=True, exist_ok=True)
         for resource in served_resources(self.config.mode, inventory):
@@ -153,6 +162,7 @@ class Agent:
                     self.pods,
                     self.lock,
                     self.config.mig_plan_poll_seconds,
+                    users=claims.gpu_users,
                 )
                 self._spawn("mig-plans", self.mig_watcher.run)
         elif self.config.mig_dynamic:

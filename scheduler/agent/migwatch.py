@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from placement.migrequest import (
@@ -58,6 +59,7 @@ class MigPlanWatcher:
         pods: PodSource,
         lock: threading.Lock,
         interval: float = 1.0,
+        users: Callable[[list[dict[str, Any]]], Mapping[str, str]] | None = None,
     ):
         self.api = api
         self.node = node
@@ -68,6 +70,9 @@ class MigPlanWatcher:
         self.lock = lock
         """The device plugins' Allocate lock: no pod is admitted while a plan changes GPUs."""
         self.interval = interval
+        self.users = users
+        """GPU UUID -> the pod using it, from the node's pods (default: `claims.gpu_users`);
+        the agent passes its Claims' version, which also counts what it served."""
         self.answered: int | None = None
         """The last generation a status was written for (None: not read from the node yet)."""
         self._unreadable: str | None = None
@@ -109,7 +114,11 @@ class MigPlanWatcher:
         log.info("MIG plan %d: applying to GPUs %s", generation, [g.index for g in plan.gpus])
         with self.lock:
             snapshot = self.state.snapshot()
-            users = gpu_users(self.pods.pods(), lambda i: _uuid_at(snapshot.inventory.gpus, i))
+            pods = self.pods.pods()
+            if self.users is not None:
+                users = self.users(pods)
+            else:
+                users = gpu_users(pods, lambda i: _uuid_at(snapshot.inventory.gpus, i))
             return self.applier.apply(plan, snapshot, users)
 
     def _answer(self, status: PlanStatus) -> None:

@@ -6,7 +6,9 @@ being admitted (`claims.py`): the preference is the devices of the GPUs the
 scheduler assigned, and Allocate hands the container exactly those GPUs
 whatever device IDs the kubelet settled on, because the kubelet only counts
 devices while the scheduler's choice is what the cluster-wide placement relied
-on.
+on. A pod without a trusted assignment gets the kubelet's pick, with devices
+another pod holds swapped for free healthy ones; nothing another live pod
+holds is handed out (`holdings.py`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import grpc
 
 from scheduler.agent.claims import Claim, ClaimError, Claims
-from scheduler.agent.devices import AnyResource, MigResource, gpu_of
+from scheduler.agent.devices import HEALTHY, AnyResource, MigResource, gpu_of
 from scheduler.agent.proto import API_VERSION
 from scheduler.agent.proto import deviceplugin_pb2 as pb
 from scheduler.agent.proto import deviceplugin_pb2_grpc as pb_grpc
@@ -106,16 +108,16 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         must = set(chosen)
         available = [d for d in req.available_deviceIDs if d not in must]
         wanted: tuple[str, ...] = ()
-        found = self.claims.next_slot(self.resource.name, size, pods)
-        if found is not None:
-            try:
-                claim = self.claims.claim_for(
-                    found[0], found[1], self.resource.name, available[:size], gpu_of
-                )
-                wanted = claim.uuids if claim.assigned else ()
-            except ClaimError as exc:
-                log.warning("%s: no preference: %s", self.resource.name, exc)
-        # The assigned GPUs' devices first, then whatever keeps the rest simple: in order.
+        try:
+            found = self.claims.next_slot(self.resource.name, size, pods)
+            if found is not None:
+                pod, slot = found
+                name = self.resource.name
+                claim = self.claims.claim_for(pod, slot, name, available[:size], gpu_of, pods, available)
+                wanted = claim.uuids  # assigned, or the kubelet's pick with held devices swapped out
+        except ClaimError as exc:
+            log.warning("%s: no preference: %s", self.resource.name, exc)
+        # The wanted GPUs' devices first, then whatever keeps the rest simple: in order.
         rank = {u: r for r, u in enumerate(wanted)}
         available.sort(key=lambda d: (rank.get(gpu_of(d), len(rank)),))
         for device in available:
@@ -131,7 +133,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
                 requested = list(req.devices_ids)
                 try:
                     self._check_devices(requested)
-                    claim = self.claims.find(self.resource.name, requested, gpu_of)
+                    claim = self.claims.find(self.resource.name, requested, gpu_of, self._healthy())
                     self._check_gpus(claim)
                 except ClaimError as exc:
                     log.error(
@@ -146,6 +148,10 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
                 self.claims.served(claim)
                 responses.append(container_response(claim, self.options))
         return pb.AllocateResponse(container_responses=responses)
+
+    def _healthy(self) -> list[str]:
+        """This resource's healthy device IDs: what a pod without an assignment may be moved to."""
+        return [d.ID for d in self.resource.devices(self.state.snapshot()) if d.health == HEALTHY]
 
     def _check_devices(self, requested: list[str]) -> None:
         unknown = self.resource.unknown(requested, self.state.snapshot())
@@ -187,9 +193,10 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         picked = list(dict.fromkeys(gpu_of(d) for d in requested))
         if not claim.assigned:
             log.info(
-                "%s: %s has no assignment; gave it the kubelet's pick %s",
+                "%s: %s has no trusted assignment; gave it %s (the kubelet picked %s)",
                 self.resource.name,
                 claim.describe(),
+                list(claim.uuids),
                 picked,
             )
         elif sorted(picked) != sorted(claim.uuids):
