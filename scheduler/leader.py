@@ -40,6 +40,9 @@ log = logging.getLogger("tessellate.leader")
 JITTER_FACTOR = 1.2
 """client-go's `JitterFactor`: candidates wait retry_period * [1, 1 + 1.2)."""
 
+NOT_FOUND_WARNING_INTERVAL = 60.0
+"""Seconds between two warnings that the Lease's namespace is missing (a 404 on create)."""
+
 # Failures that mean "the API server could not be reached or answered badly":
 # they cost a retry, never the process.
 _TRANSIENT = (ApiError, urllib3.exceptions.HTTPError, OSError, ValueError)
@@ -133,6 +136,7 @@ class LeaderElector:
         self._observed_at = 0.0  # local clock when the record last changed
         self._leading = False  # between on_started_leading and stepping down
         self._renewed_at = -math.inf  # local clock at the start of the last successful write
+        self._not_found_warned_at = -math.inf  # local clock of the last missing-namespace warning
 
     # ----------------------------------------------------------------- queries
 
@@ -358,12 +362,43 @@ class LeaderElector:
         collection = cfg.path.rsplit("/", 1)[0]
         try:
             created = self.api.request("POST", collection, body, timeout=timeout)
+        except ApiError as exc:
+            if exc.is_not_found:
+                self._missing_namespace(exc)
+            else:
+                log.info("cannot create lease %s/%s: %s", cfg.namespace, cfg.name, exc)
+            return False
         except _TRANSIENT as exc:
             log.info("cannot create lease %s/%s: %s", cfg.namespace, cfg.name, exc)
             return False
         self._written(created, started)
         log.info("created lease %s/%s", cfg.namespace, cfg.name)
         return True
+
+    def _missing_namespace(self, exc: ApiError) -> None:
+        """A 404 on create: the Lease's namespace does not exist, and will not until someone creates it.
+
+        Say what to do, as a warning, but only once per NOT_FOUND_WARNING_INTERVAL: a candidate
+        retries every retry_period for as long as it runs, and a warning each time buries the log.
+        """
+        cfg = self.config
+        now = self.clock()
+        if now < self._not_found_warned_at + NOT_FOUND_WARNING_INTERVAL:
+            log.debug("cannot create lease %s/%s: %s", cfg.namespace, cfg.name, exc)
+            return
+        self._not_found_warned_at = now
+        log.warning(
+            "cannot create lease %s/%s (404: %s): does namespace %s exist? Create it with the Lease's "
+            "RBAC by `kubectl apply -k manifests/`, or name a namespace that exists in "
+            "leaderElection.resourceNamespace of a --config file, or run one replica with "
+            "--leader-elect=false. Not leading until then; retrying every %gs (this warning at most "
+            "once a minute)",
+            cfg.namespace,
+            cfg.name,
+            exc.message,
+            cfg.namespace,
+            cfg.retry_period,
+        )
 
     def _written(self, lease: JSON, started: float) -> None:
         """Remember a successful write: the renewal counts from when the request started."""

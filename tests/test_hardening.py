@@ -250,3 +250,49 @@ def test_a_reflector_that_cannot_reach_the_api_server_says_since_when() -> None:
         time.sleep(0.05)
     stop.set()
     assert reflector.failing_since is not None
+
+
+class _RecordingApi(_Unreachable):
+    def __init__(self) -> None:
+        super().__init__()
+        self.posted: list[dict] = []
+
+    def post(self, path: str, body: dict) -> dict:
+        self.posted.append(body)
+        return body
+
+    def patch(self, path: str, body: dict, **_: Any) -> dict:
+        return body
+
+
+def test_an_unexpected_error_in_a_cycle_tells_the_pod_and_leaves_nothing_half_done(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api = _RecordingApi()
+    config = SchedulerConfig(bindAddress="127.0.0.1:0")
+    config.leaderElection.leaderElect = False
+    scheduler = Scheduler(api, config)  # type: ignore[arg-type]
+    p = pod("victim", gpus(2))
+    with scheduler.cache.lock:
+        scheduler.cache.upsert_node(node("n1", gpus=2))
+        rec, _ = scheduler.cache.upsert_pod(p)
+    assert rec is not None
+    scheduler.queue.add(rec.uid, rec.key, 0)
+
+    def broken(self: ClusterCache, rec: Any, decision: Any) -> Placed:
+        raise RuntimeError("annotation builder broke")
+
+    monkeypatch.setattr(ClusterCache, "_placed", broken)  # fails after the GPUs were allocated
+    queued = scheduler.queue.pop(timeout=1.0)
+    assert queued is not None
+    with pytest.raises(RuntimeError):
+        scheduler.schedule_one(queued)
+    scheduler._cycle_failed(queued, RuntimeError("annotation builder broke"))
+    scheduler.recorder.close(wait=True)
+    with scheduler.cache.lock:
+        assert not scheduler.cache.assumed
+        assert scheduler.cache.ensure_built()
+        assert charged(scheduler.cache, "n1") == [1000, 1000], "the failed cycle left GPUs charged"
+    notes = [b.get("note", "") for b in api.posted]
+    assert any("internal error while scheduling (RuntimeError: annotation builder broke)" in n for n in notes)
+    assert scheduler._loop_errors == 1

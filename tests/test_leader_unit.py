@@ -4,6 +4,7 @@ election rules against an in-memory Lease store with a hand-driven clock."""
 from __future__ import annotations
 
 import copy
+import logging
 import re
 import threading
 import uuid
@@ -257,3 +258,56 @@ def test_run_steps_down_when_renewals_fail_past_the_deadline() -> None:
     finally:
         stop.set()
         thread.join(2)
+
+
+class CreateFailsApi(FakeApi):
+    """GET says the Lease is missing; POST fails with `status`: 404 is what the API server says
+    when the Lease's namespace does not exist."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__()
+        self.error = (status, reason, message)
+
+    def request(self, method: str, path: str, body: Any = None, **kw: Any) -> dict[str, Any]:
+        if method == "POST":
+            raise ApiError(*self.error, method, path)
+        return super().request(method, path, body, **kw)
+
+
+def test_a_missing_namespace_is_a_warning_with_what_to_do_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api, clock = CreateFailsApi(404, "NotFound", 'namespaces "ns" not found'), Clock()
+    me = elector(api, "a", clock)  # retry_period 2s
+    caplog.set_level(logging.DEBUG, logger="tessellate.leader")
+    warned_at = []
+    for _ in range(150):  # five minutes of retries
+        caplog.clear()
+        assert not me.try_acquire_or_renew()
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) <= 1
+        if warnings:
+            warned_at.append(clock.now)
+            message = warnings[0].getMessage()
+            assert 'namespaces "ns" not found' in message
+            assert "does namespace ns exist?" in message
+            assert "kubectl apply -k manifests/" in message
+            assert "leaderElection.resourceNamespace" in message
+            assert "--leader-elect=false" in message
+        # Between the warnings the retries say nothing at INFO (debug only).
+        assert all(r.levelno <= logging.DEBUG for r in caplog.records if r not in warnings)
+        clock.now += 2.0
+    assert warned_at == [100.0, 160.0, 220.0, 280.0, 340.0]
+    assert not me.is_leader and me.leader_identity is None
+
+
+def test_other_create_failures_keep_their_info_log(caplog: pytest.LogCaptureFixture) -> None:
+    api, clock = CreateFailsApi(403, "Forbidden", "cannot create leases"), Clock()
+    me = elector(api, "a", clock)
+    caplog.set_level(logging.INFO, logger="tessellate.leader")
+    for _ in range(3):
+        assert not me.try_acquire_or_renew()
+        clock.now += 2.0
+    creates = [r for r in caplog.records if r.getMessage().startswith("cannot create lease")]
+    assert [r.levelno for r in creates] == [logging.INFO] * 3
+    assert "403 Forbidden" in creates[0].getMessage()

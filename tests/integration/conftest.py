@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from integration import cluster
+from integration import cluster, rbac
 from scheduler.kube import KubeClient
 
 
@@ -26,3 +26,17 @@ def admin(control_plane: cluster.ControlPlane) -> KubeClient:
 @pytest.fixture
 def namespace(admin: KubeClient) -> str:
     return cluster.make_namespace(admin)
+
+
+@pytest.fixture(scope="module")
+def scheduler_api(
+    control_plane: cluster.ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KubeClient]:
+    """A client as the scheduler's ServiceAccount (manifests/ applied): the only identity that
+    may bind a pod with a tessellate.dev/assignment (manifests/admission-policy.yaml), so the
+    one a test binds with when it plays the scheduler."""
+    client = KubeClient.from_kubeconfig(
+        rbac.scheduler_kubeconfig(control_plane, tmp_path_factory.mktemp("sa"))
+    )
+    yield client
+    client.close()

@@ -8,6 +8,9 @@ every request is authorized as that ServiceAccount, never as admin.
 
     kubeconfig = rbac.scheduler_kubeconfig(control_plane, tmp_path)
     api = KubeClient.from_kubeconfig(kubeconfig)
+
+`service_account_token` and `token_kubeconfig` do the same for any other
+ServiceAccount (an ordinary user in a test's namespace, say).
 """
 
 from __future__ import annotations
@@ -30,9 +33,14 @@ def apply_manifests(cp: cluster.ControlPlane) -> None:
     cp.kubectl("apply", "-k", str(MANIFESTS))
 
 
-def service_account_token(cp: cluster.ControlPlane, duration: str = "1h") -> str:
-    """A bound token for the scheduler's ServiceAccount (TokenRequest API)."""
-    result = cp.kubectl("create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, f"--duration={duration}")
+def service_account_token(
+    cp: cluster.ControlPlane,
+    duration: str = "1h",
+    name: str = SERVICE_ACCOUNT,
+    namespace: str = NAMESPACE,
+) -> str:
+    """A token for a ServiceAccount (TokenRequest API), by default the scheduler's."""
+    result = cp.kubectl("create", "token", name, "-n", namespace, f"--duration={duration}")
     token = result.stdout.strip()
     if not token:
         raise AssertionError(f"kubectl create token printed no token:\n{result.stderr}")
@@ -55,25 +63,30 @@ def _admin_cluster_entry(cp: cluster.ControlPlane) -> dict:
     return entry
 
 
-def scheduler_kubeconfig(cp: cluster.ControlPlane, tmp_path: Path | str) -> str:
-    """Apply manifests/ and write a token-only kubeconfig for the scheduler's SA; return its path."""
-    apply_manifests(cp)
-    token = service_account_token(cp)
-    entry = _admin_cluster_entry(cp)
+def token_kubeconfig(
+    cp: cluster.ControlPlane, path: Path | str, user: str, token: str, namespace: str | None = None
+) -> str:
+    """Write a kubeconfig for the test control plane that authenticates only with `token`
+    (no client certificate, which would make every request admin's); return its path."""
+    context: dict[str, str] = {"cluster": "tessellate-test", "user": user}
+    if namespace:
+        context["namespace"] = namespace
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "tessellate-test", "cluster": entry}],
-        "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
-        "contexts": [
-            {
-                "name": SERVICE_ACCOUNT,
-                "context": {"cluster": "tessellate-test", "user": SERVICE_ACCOUNT, "namespace": NAMESPACE},
-            }
-        ],
-        "current-context": SERVICE_ACCOUNT,
+        "clusters": [{"name": "tessellate-test", "cluster": _admin_cluster_entry(cp)}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": user, "context": context}],
+        "current-context": user,
     }
-    path = Path(tmp_path) / f"{SERVICE_ACCOUNT}.kubeconfig"
+    path = Path(path)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     path.chmod(0o600)
     return str(path)
+
+
+def scheduler_kubeconfig(cp: cluster.ControlPlane, tmp_path: Path | str) -> str:
+    """Apply manifests/ and write a token-only kubeconfig for the scheduler's SA; return its path."""
+    apply_manifests(cp)
+    path = Path(tmp_path) / f"{SERVICE_ACCOUNT}.kubeconfig"
+    return token_kubeconfig(cp, path, SERVICE_ACCOUNT, service_account_token(cp), NAMESPACE)

@@ -4,7 +4,8 @@ The agent runs in this process as its DaemonSet would: with the RBAC of
 manifests/agent/ and a ServiceAccount token bound to an agent pod on its node,
 so the ValidatingAdmissionPolicy that keeps it to its own node is in force.
 Pods are created in the API server and bound the way the scheduler binds them
-(a Binding carrying the tessellate.dev/assignment annotation).
+(a Binding carrying the tessellate.dev/assignment annotation), as the scheduler's
+ServiceAccount: manifests/admission-policy.yaml refuses that annotation from anyone else.
 
 The helpers at the top are shared with test_agent_e2e.py.
 """
@@ -147,9 +148,10 @@ def gpu_pod(name: str, namespace: str, node: str, limits: dict[str, str]) -> dic
     )
 
 
-def bind(admin: KubeClient, namespace: str, pod: str, node: str, assignment: dict[str, Any]) -> None:
-    """Bind a pod the way the scheduler does: the assignment rides on the Binding."""
-    admin.post(
+def bind(scheduler: KubeClient, namespace: str, pod: str, node: str, assignment: dict[str, Any]) -> None:
+    """Bind a pod the way the scheduler does: the assignment rides on the Binding. `scheduler`
+    must be the scheduler's ServiceAccount (the `scheduler_api` fixture): only it may write it."""
+    scheduler.post(
         f"/api/v1/namespaces/{namespace}/pods/{pod}/binding",
         {
             "apiVersion": "v1",
@@ -249,11 +251,22 @@ def test_agent_publishes_topology_uuids_and_gpu_memory_on_its_node(
 
 
 def test_allocate_returns_the_assigned_uuids_of_a_bound_pod(
-    agent: Agent, admin: KubeClient, kubelet: FakeKubelet, node: str, namespace: str
+    agent: Agent,
+    admin: KubeClient,
+    scheduler_api: KubeClient,
+    kubelet: FakeKubelet,
+    node: str,
+    namespace: str,
 ) -> None:
     kubelet.wait_devices(GPU, lambda d: len(d) == 8)
     admin.post(f"/api/v1/namespaces/{namespace}/pods", gpu_pod("pair", namespace, node, {GPU: "2"}))
-    bind(admin, namespace, "pair", node, {"gpus": [{"index": 5, "milli": 1000}, {"index": 6, "milli": 1000}]})
+    bind(
+        scheduler_api,
+        namespace,
+        "pair",
+        node,
+        {"gpus": [{"index": 5, "milli": 1000}, {"index": 6, "milli": 1000}]},
+    )
     wanted = uuids(node)[5:7]
     assert kubelet.preferred_allocation(GPU, kubelet.healthy_ids(GPU), 2) == wanted
     response = kubelet.allocate(GPU, other_ids(kubelet, GPU, set(wanted), 2))
@@ -263,12 +276,19 @@ def test_allocate_returns_the_assigned_uuids_of_a_bound_pod(
 
 
 def test_fraction_gets_the_assigned_gpu_and_mps_limits(
-    agent: Agent, admin: KubeClient, kubelet: FakeKubelet, node: str, namespace: str
+    agent: Agent,
+    admin: KubeClient,
+    scheduler_api: KubeClient,
+    kubelet: FakeKubelet,
+    node: str,
+    namespace: str,
 ) -> None:
     kubelet.wait_devices(GPU_MILLI, lambda d: len(d) == 8000)
     limits = {GPU_MILLI: "250", GPU_MEMORY: "10240"}
     admin.post(f"/api/v1/namespaces/{namespace}/pods", gpu_pod("quarter", namespace, node, limits))
-    bind(admin, namespace, "quarter", node, {"gpus": [{"index": 3, "milli": 250, "memoryMiB": 10240}]})
+    bind(
+        scheduler_api, namespace, "quarter", node, {"gpus": [{"index": 3, "milli": 250, "memoryMiB": 10240}]}
+    )
     target = uuids(node)[3]
     preferred = kubelet.preferred_allocation(GPU_MILLI, kubelet.healthy_ids(GPU_MILLI), 250)
     assert {d.split("::")[0] for d in preferred} == {target} and len(preferred) == 250

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from integration import cluster
+from integration import cluster, rbac
 from integration.schedproc import SchedulerProcess, wait_for
 from integration.test_agent import (
     agent_kubeconfig,
@@ -43,6 +43,8 @@ from scheduler.annotations import ASSIGNMENT, GpuAssignment, decode
 from scheduler.kube import ApiError, KubeClient
 
 pytestmark = pytest.mark.integration
+
+MIG_DYNAMIC = rbac.MANIFESTS / "mig-dynamic"
 
 
 class AgentProcess:
@@ -104,6 +106,7 @@ def stack(
     kubeconfig = agent_kubeconfig(control_plane, admin, gpu_node, tmp_path)
     agent = AgentProcess(kubeconfig, gpu_node, gpus, kubelet.directory, tmp_path / "agent.log", request.param)
     sched = None
+    mig_dynamic = "--mig-dynamic" in request.param
     try:
         kubelet.wait_registered([GPU, GPU_MILLI], timeout=60)
         kubelet.wait_devices(GPU_MILLI, lambda d: len(d) == 8000, timeout=30)
@@ -113,7 +116,12 @@ def stack(
             return TOPOLOGY in (node["metadata"].get("annotations") or {})
 
         wait_for(published, 30, "the agent's topology annotation")
-        sched = SchedulerProcess(control_plane.kubeconfig, tmp_path, leaderElection={"leaderElect": False})
+        # As its ServiceAccount: only it may bind with an assignment (manifests/admission-policy.yaml).
+        # With --mig-dynamic it also writes MIG plans, which manifests/mig-dynamic/ lets it do.
+        kubeconfig = rbac.scheduler_kubeconfig(control_plane, tmp_path)
+        if mig_dynamic:
+            control_plane.kubectl("apply", "-k", str(MIG_DYNAMIC))
+        sched = SchedulerProcess(kubeconfig, tmp_path, leaderElection={"leaderElect": False})
         sched.start()
         yield kubelet
         # Every path the test took must be a designed one, not a crash the loop survived.
@@ -124,6 +132,9 @@ def stack(
     finally:
         if sched is not None:
             sched.stop()
+        if mig_dynamic:
+            # The base manifests' tests expect the scheduler NOT to patch nodes: take the grant back.
+            control_plane.kubectl("delete", "-k", str(MIG_DYNAMIC), "--ignore-not-found", "--wait")
         assert agent.stop() == 0, agent.log()[-4000:]
         kubelet.stop()
 

@@ -118,7 +118,12 @@ def plan_status(admin: KubeClient, node: str, generation: int) -> dict:
 
 
 def test_a_plan_is_applied_published_and_served_to_the_pod_placed_on_it(
-    agent: Agent, admin: KubeClient, kubelet: FakeKubelet, node: str, namespace: str
+    agent: Agent,
+    admin: KubeClient,
+    scheduler_api: KubeClient,
+    kubelet: FakeKubelet,
+    node: str,
+    namespace: str,
 ) -> None:
     devices = json.loads(admin.get(f"/api/v1/nodes/{node}")["metadata"]["annotations"][DEVICES])
     assert devices["mig_dynamic"] is True
@@ -146,17 +151,17 @@ def test_a_plan_is_applied_published_and_served_to_the_pod_placed_on_it(
     )
 
     admin.post(f"/api/v1/namespaces/{namespace}/pods", gpu_pod("slice", namespace, node, {MIG_3G: "1"}))
-    bind(admin, namespace, "slice", node, {"gpus": [{"index": 2, "uuid": uuids(node)[2], "mig": "3g.40gb",
-                                                     "start": 4}]})  # fmt: skip
+    slice_gpu = {"index": 2, "uuid": uuids(node)[2], "mig": "3g.40gb", "start": 4}
+    bind(scheduler_api, namespace, "slice", node, {"gpus": [slice_gpu]})
     assert kubelet.preferred_allocation(MIG_3G, [big], 1) == [big]
     assert kubelet.allocate(MIG_3G, [big]).envs[VISIBLE_DEVICES] == big
 
 
 def test_plans_the_agent_cannot_apply_are_answered_failed_with_the_reason(
-    agent: Agent, admin: KubeClient, node: str, namespace: str
+    agent: Agent, admin: KubeClient, scheduler_api: KubeClient, node: str, namespace: str
 ) -> None:
     admin.post(f"/api/v1/namespaces/{namespace}/pods", gpu_pod("whole", namespace, node, {GPU: "1"}))
-    bind(admin, namespace, "whole", node, {"gpus": [{"index": 5, "milli": 1000}]})
+    bind(scheduler_api, namespace, "whole", node, {"gpus": [{"index": 5, "milli": 1000}]})
     layout = MigLayout.of("A100-80GB", ("7g.80gb", 0))
     publish_plan(admin, node, encode_plan(NodePlan(3, (GpuPlan(5, layout, uuids(node)[5]),))))
     status = decode_status(plan_status(admin, node, 3)[PLAN_STATUS])

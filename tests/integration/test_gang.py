@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from integration import cluster
+from integration import cluster, rbac
 from integration.schedproc import SchedulerProcess, check_no_overcommit, wait_for
 from integration.test_scheduler import node_group
 from scheduler.gang import MIN_AVAILABLE, POD_GROUP
@@ -45,7 +45,10 @@ def test_a_group_binds_only_when_all_its_members_fit_and_holds_nothing_meanwhile
     cluster.create_pods(admin, group)
     names = [p["metadata"]["name"] for p in group]
     sched = SchedulerProcess(
-        control_plane.kubeconfig, tmp_path, leaderElection={"leaderElect": False}, schedulerName="tessellate"
+        rbac.scheduler_kubeconfig(control_plane, tmp_path),  # only its ServiceAccount may write assignments
+        tmp_path,
+        leaderElection={"leaderElect": False},
+        schedulerName="tessellate",
     ).start()
     try:
         wait_for(
@@ -89,7 +92,10 @@ def test_a_group_waits_for_its_members_then_binds_together(
     first = member("worker-0", namespace, "train", 2, selector)
     cluster.create_pods(admin, [first])
     sched = SchedulerProcess(
-        control_plane.kubeconfig, tmp_path, leaderElection={"leaderElect": False}, schedulerName="tessellate"
+        rbac.scheduler_kubeconfig(control_plane, tmp_path),  # only its ServiceAccount may write assignments
+        tmp_path,
+        leaderElection={"leaderElect": False},
+        schedulerName="tessellate",
     ).start()
     try:
         wait_for(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from integration import cluster
+from integration import cluster, rbac
 from integration.schedproc import SchedulerProcess, bound_count, check_no_overcommit, wait_for
 from integration.test_scheduler import node_group
 from scheduler.kube import KubeClient
@@ -38,7 +38,10 @@ def test_an_urgent_pod_preempts_just_enough_lower_priority_pods_and_binds_once_t
     ]
     cluster.create_pods(admin, batch)
     sched = SchedulerProcess(
-        control_plane.kubeconfig, tmp_path, leaderElection={"leaderElect": False}, schedulerName="tessellate"
+        rbac.scheduler_kubeconfig(control_plane, tmp_path),  # only its ServiceAccount may write assignments
+        tmp_path,
+        leaderElection={"leaderElect": False},
+        schedulerName="tessellate",
     ).start()
     try:
         wait_for(lambda: bound_count(admin, namespace) == 4, 60, "the batch to fill the node")

@@ -152,7 +152,8 @@ def test_kill_9_mid_stream_then_restart_loses_and_doubles_nothing(
     head, stream = pods[:60], pods[60:]
     cluster.create_pods(admin, head)
     settings = {"leaderElection": {"leaderElect": False}, "schedulerName": "tessellate"}
-    first = SchedulerProcess(control_plane.kubeconfig, tmp_path, "first", **settings).start()
+    kubeconfig = rbac.scheduler_kubeconfig(control_plane, tmp_path)  # only it may write assignments
+    first = SchedulerProcess(kubeconfig, tmp_path, "first", **settings).start()
     wait_for(lambda: bound_count(admin, namespace) >= 1, 60, "the first bind", interval=0.02)
 
     def arrive() -> None:
@@ -168,7 +169,7 @@ def test_kill_9_mid_stream_then_restart_loses_and_doubles_nothing(
     assert not arrivals.is_alive()
     partial = bound_count(admin, namespace)
     assert 40 <= partial < len(pods), f"kill -9 did not land mid-stream ({partial} of {len(pods)} bound)"
-    second = SchedulerProcess(control_plane.kubeconfig, tmp_path, "second", **settings).start()
+    second = SchedulerProcess(kubeconfig, tmp_path, "second", **settings).start()
     try:
         wait_for(
             lambda: bound_count(admin, namespace) == len(pods), 120, "every pod to bind after the restart"
@@ -190,6 +191,14 @@ def lease_spec(api: KubeClient, name: str) -> dict:
         raise
 
 
+def delete_lease(api: KubeClient, path: str) -> None:
+    try:
+        api.delete(path)
+    except ApiError as exc:
+        if not exc.is_not_found:
+            raise
+
+
 def lease_holder(api: KubeClient, name: str) -> str | None:
     return lease_spec(api, name).get("holderIdentity") or None
 
@@ -198,8 +207,12 @@ def test_two_replicas_one_leads_and_the_other_takes_over_after_kill_9(
     admin: KubeClient, namespace: str, control_plane: cluster.ControlPlane, tmp_path: Path
 ) -> None:
     nodes, selector = node_group(admin, "ha", 20)
-    rbac.apply_manifests(control_plane)  # the Lease's namespace
-    lease = cluster.unique("lease")
+    # As the scheduler's ServiceAccount (only it may write assignments), whose Role covers one
+    # Lease: start from none, so no earlier test's holder is waited for.
+    kubeconfig = rbac.scheduler_kubeconfig(control_plane, tmp_path)
+    lease = "tessellate-scheduler"
+    lease_path = f"/apis/coordination.k8s.io/v1/namespaces/{rbac.NAMESPACE}/leases/{lease}"
+    delete_lease(admin, lease_path)
     le = {
         "leaderElect": True,
         "leaseDuration": "4s",
@@ -209,8 +222,7 @@ def test_two_replicas_one_leads_and_the_other_takes_over_after_kill_9(
         "resourceNamespace": rbac.NAMESPACE,
     }
     replicas = {
-        name: SchedulerProcess(control_plane.kubeconfig, tmp_path, name, leaderElection=le).start()
-        for name in ("a", "b")
+        name: SchedulerProcess(kubeconfig, tmp_path, name, leaderElection=le).start() for name in ("a", "b")
     }
     try:
         wait_for(lambda: lease_holder(admin, lease) is not None, 30, "a leader")
@@ -236,6 +248,7 @@ def test_two_replicas_one_leads_and_the_other_takes_over_after_kill_9(
     finally:
         for r in replicas.values():
             r.stop()
+        delete_lease(admin, lease_path)
 
 
 def test_bad_assignment_annotation_gets_an_event_and_the_scheduler_keeps_going(
@@ -243,20 +256,26 @@ def test_bad_assignment_annotation_gets_an_event_and_the_scheduler_keeps_going(
 ) -> None:
     nodes, selector = node_group(admin, "bad", 1, gpus=2)
     node = next(iter(nodes))
-    broken = cluster.pod("broken", namespace, limits={"nvidia.com/gpu": "1"}, scheduler="someone-else")
+    # One of ours (the scheduler trusts assignments only on its own pods), bound before it starts.
+    broken = cluster.pod("broken", namespace, limits={"nvidia.com/gpu": "1"}, nodeSelector=selector)
     cluster.create_pods(admin, [broken])
-    admin.post(
-        f"/api/v1/namespaces/{namespace}/pods/broken/binding",
-        {
-            "apiVersion": "v1",
-            "kind": "Binding",
-            "metadata": {"name": "broken", "annotations": {"tessellate.dev/assignment": "{not json"}},
-            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
-        },
-    )
-    sched = SchedulerProcess(
-        control_plane.kubeconfig, tmp_path, leaderElection={"leaderElect": False}
-    ).start()
+    # Only the scheduler's ServiceAccount may bind with an assignment (manifests/admission-policy.yaml):
+    # a broken one it wrote stands for a bug in an older version, or one written before the policy.
+    kubeconfig = rbac.scheduler_kubeconfig(control_plane, tmp_path)
+    sa = KubeClient.from_kubeconfig(kubeconfig)
+    try:
+        sa.post(
+            f"/api/v1/namespaces/{namespace}/pods/broken/binding",
+            {
+                "apiVersion": "v1",
+                "kind": "Binding",
+                "metadata": {"name": "broken", "annotations": {"tessellate.dev/assignment": "{not json"}},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+            },
+        )
+    finally:
+        sa.close()
+    sched = SchedulerProcess(kubeconfig, tmp_path, leaderElection={"leaderElect": False}).start()
     try:
         cluster.create_pods(
             admin,
