@@ -294,7 +294,11 @@ def _read_node(node: dict[str, Any], name: str) -> NodeInfo:
         cpu = _bounded("cpu (milli)", cpu_milli(allocatable.get("cpu", 0)), MAX_QUANTITY)
         mem = _bounded("memory (MiB)", memory_mib(allocatable.get("memory", 0)), MAX_QUANTITY)
         pods = _bounded("pods", count(allocatable.get("pods", 110)), MAX_PODS_PER_NODE)
-        gpus = _bounded(GPU, count(allocatable.get(GPU, 0)), MAX_GPUS_PER_NODE * MILLI_PER_GPU)
+        gpus = _bounded(
+            f"{GPU} (at most {MAX_GPUS_PER_NODE} GPUs, each at most {MILLI_PER_GPU} time-sliced replicas)",
+            count(allocatable.get(GPU, 0)),
+            MAX_GPUS_PER_NODE * MILLI_PER_GPU,
+        )
         migs = mig_counts(allocatable, count)
     except QuantityError as exc:
         raise InventoryError(f"allocatable does not parse ({exc})") from None
