@@ -58,6 +58,7 @@ class Scheduler:
             max_sharers=config.maxGpuSharers,
             scheduler_name=config.schedulerName,
             on_node_problem=self._node_problem,
+            filters=config.filters,
         )
         self.queue = SchedulingQueue(
             config.podInitialBackoffSeconds, config.podMaxBackoffSeconds, config.unschedulableRetrySeconds

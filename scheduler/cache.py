@@ -43,7 +43,8 @@ from placement.model import MigSlot
 from placement.timeslice import replica_request
 from placement.topology import numa_nodes
 from scheduler.annotations import ASSIGNMENT, AssignmentError, GpuAssignment, GpuShare, decode
-from scheduler.constraints import ConstraintError, EligibilityCache, PodConstraints
+from scheduler.constraints import EligibilityCache, PodConstraints
+from scheduler.framework import FilterContext, build_filters, run_filters
 from scheduler.gang import PodGroup, PodGroupError, pod_group
 from scheduler.migplans import (
     MigWait,
@@ -56,14 +57,13 @@ from scheduler.migplans import (
     wanted_plan,
 )
 from scheduler.nodes import NodeInfo, node_info
-from scheduler.podspec import GPU, GPU_SHARED, PodRequest, PodRequestError, pod_request
+from scheduler.plugins import DEFAULT_FILTERS
+from scheduler.plugins.pod_anti_affinity import AntiAffinityError, AntiAffinityTerm, anti_affinity_terms
+from scheduler.podspec import GPU_SHARED, PodRequest, PodRequestError, pod_request
 
 log = logging.getLogger("tessellate.cache")
 
 MAX_TARGET_TYPES = 64
-REASON_NO_FRACTIONS = "Insufficient tessellate.dev/gpu-milli (no Tessellate node agent)"
-REASON_OVERCOMMITTED = "node(s) over-committed by pods bound elsewhere"
-REASON_QUARANTINED = "node(s) quarantined for an invalid GPU inventory (see the node's events)"
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
 # When no pod has been seen yet, FGD expects this mix (whole GPUs, a half, CPU only).
@@ -88,9 +88,8 @@ def unsupported_constraint(spec: dict[str, Any]) -> str | None:
     Preferred (soft) terms are only scoring hints, so ignoring them changes no guarantee.
     """
     affinity = spec.get("affinity") or {}
-    for kind in ("podAffinity", "podAntiAffinity"):
-        if (affinity.get(kind) or {}).get("requiredDuringSchedulingIgnoredDuringExecution"):
-            return f"unsupported: required {kind} is not implemented by tessellate yet; use another scheduler"
+    if (affinity.get("podAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution"):
+        return "unsupported: required podAffinity is not implemented by tessellate yet; use another scheduler"
     for tsc in spec.get("topologySpreadConstraints") or []:
         if (tsc.get("whenUnsatisfiable") or "DoNotSchedule") == "DoNotSchedule":
             return "unsupported: topologySpreadConstraints with DoNotSchedule are not implemented yet"
@@ -119,6 +118,10 @@ class PodRecord:
     """The pod group it is placed with, all or nothing (`scheduler/gang.py`)."""
     preemption_policy: str = "PreemptLowerPriority"
     group_error: str | None = None
+    namespace: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    anti_affinity: tuple[AntiAffinityTerm, ...] = ()
+    """Required podAntiAffinity terms (`scheduler/plugins/pod_anti_affinity.py`)."""
     obj: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -139,6 +142,13 @@ class PodRecord:
         except (TypeError, AttributeError) as exc:
             constraint_error = f"invalid node affinity or tolerations: {exc}"
         constraint_error = constraint_error or unsupported_constraint(spec)
+        namespace = str(meta.get("namespace") or "")
+        anti_affinity: tuple[AntiAffinityTerm, ...] = ()
+        try:
+            anti_affinity = anti_affinity_terms(spec, namespace)
+        except (AntiAffinityError, AttributeError, TypeError) as exc:
+            constraint_error = constraint_error or f"unsupported or invalid pod anti-affinity: {exc}"
+        labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
         group = group_error = None
         try:
             group = pod_group(pod)
@@ -168,6 +178,9 @@ class PodRecord:
             resource_version=meta.get("resourceVersion", ""),
             group=group,
             group_error=group_error,
+            namespace=namespace,
+            labels={str(k): str(v) for k, v in labels.items()},
+            anti_affinity=anti_affinity,
             preemption_policy=spec.get("preemptionPolicy") or "PreemptLowerPriority",
             obj=pod,
         )
@@ -193,6 +206,10 @@ class AccountingProblem:
     message: str
 
 
+def _reads_pods(plugin: object) -> bool:
+    return getattr(plugin, "name", "") in ("ExtendedResources", "PodAntiAffinity")
+
+
 @dataclass(frozen=True)
 class NodeProblem:
     """Something a node declares that the cache ignored or that closed the node (for an event)."""
@@ -213,11 +230,16 @@ class ClusterCache:
         max_sharers: int = 0,
         scheduler_name: str = "tessellate",
         on_node_problem: Callable[[NodeProblem], None] | None = None,
+        filters: Iterable[str] = DEFAULT_FILTERS,
     ):
         self.lock = threading.RLock()
         self.policy_name = policy
         self.scheduler_name = scheduler_name
         """Only pods with this schedulerName carry assignments the cache believes."""
+        self.filters = build_filters(list(filters))
+        """The profile's Filter plugins, in order (`scheduler/framework.py`)."""
+        self.anti_affinity_uids: set[str] = set()
+        """Pods with required anti-affinity: every decision checks their terms."""
         self.max_sharers = max_sharers
         """Most fractions one GPU may hold (the config's maxGpuSharers); 0: unlimited."""
         self.rng = NumpyInts(seed)
@@ -336,6 +358,10 @@ class ClusterCache:
         self.pods[rec.uid] = rec
         self._regroup(old, rec)
         self._count_priority(old, rec)
+        if rec.anti_affinity:
+            self.anti_affinity_uids.add(rec.uid)
+        else:
+            self.anti_affinity_uids.discard(rec.uid)
         freed = False
         if not rec.node_name:
             return rec, False
@@ -379,6 +405,7 @@ class ClusterCache:
         rec = self.pods.pop(uid, None)
         self._regroup(rec, None)
         self._count_priority(rec, None)
+        self.anti_affinity_uids.discard(uid)
         self.nominations.pop(uid, None)
         self.assumed.pop(uid, None)
         self.mig_waits.pop(uid, None)
@@ -766,52 +793,21 @@ class ClusterCache:
 
     # -- deciding ----------------------------------------------------------------------
 
-    def filter(self, rec: PodRecord) -> tuple[np.ndarray, Counter[str]]:
-        """Nodes the pod may use before counting capacity (taints, affinity, which GPU resource
-        the node serves), with kube-scheduler-style reasons for the others."""
-        assert self.state is not None and rec.request is not None and rec.constraints is not None
-        try:
-            eligibility = self.eligibility.of(rec.constraints)
-        except ConstraintError as exc:
-            raise PodRequestError(f"invalid node affinity: {exc}") from None
-        closed = self.quarantined & eligibility.mask
-        mask = eligibility.mask & ~self.overcommitted & ~self.quarantined
-        reasons: Counter[str] = Counter(eligibility.reasons)
-        if closed.any():
-            reasons[REASON_QUARANTINED] += int(closed.sum())
-        over = int((eligibility.mask & self.overcommitted & ~self.quarantined).sum())
-        if over:
-            reasons[REASON_OVERCOMMITTED] += over
-        if rec.request.request.is_fraction:
-            short = int((mask & ~self.serves_fractions).sum())
-            if short:
-                reasons[REASON_NO_FRACTIONS] += short
-            mask = mask & self.serves_fractions
-        if rec.request.request.gpu_count:
-            # Whole GPUs are `nvidia.com/gpu`; renamed time-sliced replicas only `nvidia.com/gpu.shared`.
-            fits = self.renamed_replicas if rec.request.shared_replicas else ~self.renamed_replicas
-            short = int((mask & ~fits).sum())
-            if short:
-                reasons[f"Insufficient {GPU_SHARED if rec.request.shared_replicas else GPU}"] += short
-            mask = mask & fits
-        return mask, reasons
-
-    def extended_fit(
-        self, rec: PodRecord, mask: np.ndarray, used: dict[str, np.ndarray]
+    def filter(
+        self,
+        rec: PodRecord,
+        used: dict[str, np.ndarray] | None = None,
+        mask: np.ndarray | None = None,
+        pods_matter: bool = True,
     ) -> tuple[np.ndarray, Counter[str]]:
-        """`mask` narrowed to nodes with room for the pod's other extended resources, given `used`."""
-        assert self.state is not None and rec.request is not None
-        reasons: Counter[str] = Counter()
-        for name, amount in rec.request.extended.items():
-            if amount <= 0:
-                continue
-            alloc = self.ext_alloc.get(name)
-            fits = np.zeros(len(self.state), dtype=bool) if alloc is None else alloc - used[name] >= amount
-            short = int((mask & ~fits).sum())
-            if short:
-                reasons[f"Insufficient {name}"] += short
-            mask = mask & fits
-        return mask, reasons
+        """Nodes the profile's filters let the pod use (within `mask`), with kube-scheduler-style
+        reasons for the others. `used`: extended-resource usage to test against (a what-if);
+        `pods_matter=False` leaves out the filters that other pods' presence decides, for the
+        nodes preemption may free."""
+        assert self.state is not None and rec.request is not None and rec.constraints is not None
+        filters = self.filters if pods_matter else [f for f in self.filters if not _reads_pods(f)]
+        ctx = FilterContext(self, self.ext_used if used is None else used)
+        return run_filters(filters, ctx, rec, mask)
 
     def decide(self, rec: PodRecord) -> Placed | Unschedulable:
         """Run one scheduling cycle for a pending pod and assume the result."""
@@ -822,8 +818,6 @@ class ClusterCache:
         assert self.state is not None and self.placer is not None and rec.request is not None
         state = self.state
         mask, reasons = self.filter(rec)
-        mask, short = self.extended_fit(rec, mask, self.ext_used)
-        reasons += short
         decision: Decision = self.placer.place(rec.uid, rec.request.request, mask)
         if isinstance(decision, Unschedulable):
             return Unschedulable(node_count=len(state), reasons=reasons + decision.reasons)

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from placement.policies import POLICIES
+from scheduler.plugins import DEFAULT_FILTERS, FILTER_PLUGINS
 
 
 class ConfigError(ValueError):
@@ -80,6 +81,8 @@ class SchedulerConfig:
     preemption: bool = True
     """A pod that fits nowhere may delete lower-priority pods to make room (kube-scheduler's
     DefaultPreemption); needs `delete` on pods."""
+    filters: list[str] = field(default_factory=lambda: list(DEFAULT_FILTERS))
+    """The profile's Filter plugins, in order (`scheduler/plugins/`); drop one to turn it off."""
     readinessApiTimeoutSeconds: float = 30.0
     """`/readyz` fails once the API server has been unreachable this long (lists and watches
     failing), or while the scheduling loop keeps failing; `/healthz` is unaffected."""
@@ -91,6 +94,12 @@ class SchedulerConfig:
             raise ConfigError(f"policy: unknown policy {self.policy!r}; known: {', '.join(sorted(POLICIES))}")
         if not self.schedulerName:
             raise ConfigError("schedulerName: must not be empty")
+        unknown = [f for f in self.filters if f not in FILTER_PLUGINS]
+        if unknown or len(set(self.filters)) != len(self.filters):
+            raise ConfigError(
+                f"filters: unknown or repeated plugin(s) {unknown or self.filters}; "
+                f"known: {', '.join(FILTER_PLUGINS)}"
+            )
         le = self.leaderElection
         if not le.leaseDuration > le.renewDeadline > le.retryPeriod:
             raise ConfigError(
@@ -144,6 +153,10 @@ def _fill(cls: type, data: Any, where: str) -> Any:
             values[key] = _fill(type(default), raw, path)
         elif key in _DURATION_FIELDS:
             values[key] = parse_duration(raw, path)
+        elif isinstance(default, list):
+            if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+                raise ConfigError(f"{path}: expected a list of names, got {raw!r}")
+            values[key] = list(raw)
         elif isinstance(default, bool):
             if not isinstance(raw, bool):
                 raise ConfigError(f"{path}: expected true or false, got {raw!r}")

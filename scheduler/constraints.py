@@ -34,6 +34,8 @@ class Eligibility:
 
     mask: np.ndarray
     reasons: Counter[str]
+    per_node: tuple[str | None, ...] = ()
+    """The first constraint each node fails (None where it passes)."""
 
 
 def tolerates(tolerations: Sequence[dict[str, Any]], taint: dict[str, Any]) -> bool:
@@ -138,15 +140,10 @@ class EligibilityCache:
     def of(self, constraints: PodConstraints) -> Eligibility:
         entry = self._entries.get(constraints.key)
         if entry is None:
-            reasons: Counter[str] = Counter()
-            mask = np.ones(len(self._nodes), dtype=bool)
-            for i, node in enumerate(self._nodes):
-                why = constraints.first_failure(node)
-                if why is not None:
-                    mask[i] = False
-                    reasons[why] += 1
+            per_node = tuple(constraints.first_failure(node) for node in self._nodes)
+            mask = np.array([why is None for why in per_node], dtype=bool)
             mask.flags.writeable = False
-            entry = Eligibility(mask, reasons)
+            entry = Eligibility(mask, Counter(why for why in per_node if why is not None), per_node)
             if len(self._entries) >= self._limit:
                 self._entries.clear()
             self._entries[constraints.key] = entry

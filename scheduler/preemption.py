@@ -73,7 +73,7 @@ def find_preemption(cache: ClusterCache, rec: PodRecord) -> Preemption | None:
         return None  # the common case, one priority for all: no pod scan
     state = cache.state
     assert state is not None
-    allowed, _ = cache.filter(rec)
+    allowed, _ = cache.filter(rec, pods_matter=False)
     lower: dict[int, list[PodRecord]] = {}
     for other in cache.pods.values():
         node = state.index.get(other.node_name) if other.node_name else None
@@ -129,7 +129,7 @@ def victims_on(
         out.discard(victim.uid)
 
     def fits() -> bool:
-        mask, _ = cache.extended_fit(rec, only, used)
+        mask, _ = cache.filter(rec, used=used, mask=only)
         return bool(mask[node]) and not isinstance(
             cache.placer.place(rec.uid, rec.request.request, mask), Unschedulable
         )

@@ -15,9 +15,10 @@ from placement import Unschedulable
 from placement.topology import nvswitch, to_inventory
 from scheduler.annotations import ASSIGNMENT
 from scheduler.app import Scheduler
-from scheduler.cache import REASON_QUARANTINED, ClusterCache, NodeProblem, Placed
+from scheduler.cache import ClusterCache, NodeProblem, Placed
 from scheduler.config import SchedulerConfig
 from scheduler.nodes import DEVICES, TOPOLOGY, node_info
+from scheduler.plugins.node_health import REASON_QUARANTINED
 
 
 def devices(*entries: dict) -> str:

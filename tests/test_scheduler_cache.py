@@ -8,8 +8,9 @@ import pytest
 
 from placement import Unschedulable
 from scheduler.annotations import ASSIGNMENT
-from scheduler.cache import REASON_OVERCOMMITTED, ClusterCache, Placed
+from scheduler.cache import ClusterCache, Placed
 from scheduler.constraints import REASON_AFFINITY, REASON_UNSCHEDULABLE
+from scheduler.plugins.node_health import REASON_OVERCOMMITTED
 from scheduler.queue import SchedulingQueue
 
 _uid = iter(range(10**6))
@@ -278,7 +279,13 @@ def test_required_pod_affinity_is_refused_loudly_not_ignored() -> None:
         "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "x"}]}
     }
     rec = PodRecord.parse(pod("a", gpus(1), affinity=spec_affinity))
-    assert rec.problem is not None and "podAntiAffinity is not implemented" in rec.problem
+    assert (
+        rec.problem is not None
+        and "topologyKey 'x' is not supported (only kubernetes.io/hostname)" in rec.problem
+    )
+    together = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "x"}]}}
+    rec = PodRecord.parse(pod("c", gpus(1), affinity=together))
+    assert rec.problem is not None and "podAffinity is not implemented" in rec.problem
     soft = {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1}]}}
     assert PodRecord.parse(pod("b", gpus(1), affinity=soft)).problem is None
 

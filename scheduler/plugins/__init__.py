@@ -1,0 +1,27 @@
+"""Filter plugins, one module each; `FILTER_PLUGINS` maps the names a profile uses to them.
+
+The default profile (`DEFAULT_FILTERS`) runs them in kube-scheduler's order: node
+constraints (cordon, taints, node affinity), node health, the GPU resource the node
+serves, extended resources, then inter-pod anti-affinity.
+"""
+
+from __future__ import annotations
+
+from scheduler.plugins.extended_resources import ExtendedResources
+from scheduler.plugins.gpu_resource import FractionsNeedAgent, ReplicaResource
+from scheduler.plugins.node_constraints import NodeConstraints
+from scheduler.plugins.node_health import NodeHealth
+from scheduler.plugins.pod_anti_affinity import PodAntiAffinity
+
+FILTER_PLUGINS = {
+    plugin.name: plugin
+    for plugin in (
+        NodeConstraints,
+        NodeHealth,
+        FractionsNeedAgent,
+        ReplicaResource,
+        ExtendedResources,
+        PodAntiAffinity,
+    )
+}
+DEFAULT_FILTERS: tuple[str, ...] = tuple(FILTER_PLUGINS)

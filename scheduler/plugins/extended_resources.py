@@ -1,0 +1,31 @@
+"""NodeResourcesFit for the countable resources the placement core does not model
+(hugepages, ephemeral storage, vendor devices): allocatable minus what is charged."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from scheduler.framework import FilterContext, Verdict
+
+if TYPE_CHECKING:
+    from scheduler.cache import PodRecord
+
+
+class ExtendedResources:
+    name = "ExtendedResources"
+
+    def filter(self, ctx: FilterContext, rec: PodRecord) -> Verdict:
+        assert rec.request is not None
+        nodes = len(ctx.cache.serves_fractions)
+        passes = np.ones(nodes, dtype=bool)
+        per_node = np.full(nodes, None, dtype=object)
+        for name, amount in rec.request.extended.items():
+            if amount <= 0:
+                continue
+            alloc = ctx.cache.ext_alloc.get(name)
+            fits = np.zeros(nodes, dtype=bool) if alloc is None else alloc - ctx.ext_used[name] >= amount
+            per_node[passes & ~fits] = f"Insufficient {name}"
+            passes &= fits
+        return Verdict(passes, per_node=per_node)

@@ -1,0 +1,40 @@
+"""Which GPU resource a node serves: fractions need the node agent
+(`tessellate.dev/gpu-milli` allocatable); time-sliced replicas renamed
+`nvidia.com/gpu.shared` serve only pods that ask for that name, and no others."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from scheduler.framework import FilterContext, Verdict
+from scheduler.podspec import GPU, GPU_SHARED
+
+if TYPE_CHECKING:
+    from scheduler.cache import PodRecord
+
+REASON_NO_FRACTIONS = "Insufficient tessellate.dev/gpu-milli (no Tessellate node agent)"
+
+
+class FractionsNeedAgent:
+    name = "FractionsNeedAgent"
+
+    def filter(self, ctx: FilterContext, rec: PodRecord) -> Verdict:
+        assert rec.request is not None
+        if not rec.request.request.is_fraction:
+            return Verdict(np.ones(len(ctx.cache.serves_fractions), dtype=bool))
+        return Verdict(ctx.cache.serves_fractions, REASON_NO_FRACTIONS)
+
+
+class ReplicaResource:
+    name = "ReplicaResource"
+
+    def filter(self, ctx: FilterContext, rec: PodRecord) -> Verdict:
+        assert rec.request is not None
+        renamed = ctx.cache.renamed_replicas
+        if not rec.request.request.gpu_count:
+            return Verdict(np.ones(len(renamed), dtype=bool))
+        if rec.request.shared_replicas:
+            return Verdict(renamed, f"Insufficient {GPU_SHARED}")
+        return Verdict(~renamed, f"Insufficient {GPU}")

@@ -1,0 +1,25 @@
+"""NodeUnschedulable, TaintToleration and NodeAffinity (`scheduler/constraints.py`), cached
+per constraint key until the node set changes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from scheduler.constraints import ConstraintError
+from scheduler.framework import FilterContext, Verdict
+from scheduler.podspec import PodRequestError
+
+if TYPE_CHECKING:
+    from scheduler.cache import PodRecord
+
+
+class NodeConstraints:
+    name = "NodeConstraints"
+
+    def filter(self, ctx: FilterContext, rec: PodRecord) -> Verdict:
+        assert rec.constraints is not None
+        try:
+            eligibility = ctx.cache.eligibility.of(rec.constraints)
+        except ConstraintError as exc:
+            raise PodRequestError(f"invalid node affinity: {exc}") from None
+        return Verdict(eligibility.mask, per_node=eligibility.per_node)

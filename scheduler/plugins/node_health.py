@@ -1,0 +1,30 @@
+"""Nodes the cache will not place on: quarantined (their inventory cannot be trusted) or
+over-committed (bound pods claim more than they have, until that clears)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from scheduler.framework import FilterContext, Verdict
+
+if TYPE_CHECKING:
+    from scheduler.cache import PodRecord
+
+REASON_OVERCOMMITTED = "node(s) over-committed by pods bound elsewhere"
+REASON_QUARANTINED = "node(s) quarantined for an invalid GPU inventory (see the node's events)"
+
+
+class NodeHealth:
+    name = "NodeHealth"
+
+    def filter(self, ctx: FilterContext, rec: PodRecord) -> Verdict:
+        cache = ctx.cache
+        closed = cache.quarantined | cache.overcommitted
+        if not closed.any():
+            return Verdict(~closed)
+        per_node = np.where(
+            cache.quarantined, REASON_QUARANTINED, np.where(cache.overcommitted, REASON_OVERCOMMITTED, None)
+        )
+        return Verdict(~closed, per_node=per_node)
