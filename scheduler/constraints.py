@@ -37,6 +37,10 @@ class Eligibility:
     per_node: tuple[str | None, ...] = ()
     """The first constraint each node fails (None where it passes)."""
 
+    @property
+    def everywhere(self) -> bool:
+        return not self.reasons
+
 
 def tolerates(tolerations: Sequence[dict[str, Any]], taint: dict[str, Any]) -> bool:
     for t in tolerations:

@@ -24,18 +24,18 @@ if TYPE_CHECKING:
     from scheduler.cache import ClusterCache, PodRecord
 
 
-class FilterError(ValueError):
-    """The pod's own spec makes a filter unanswerable (e.g. a bad selector): an invalid pod."""
-
-
 @dataclass(frozen=True)
 class Verdict:
-    """One filter's answer: `passes[i]` for node i; the reason for every failing node, or
-    `per_node[i]` (None where it passes) when reasons differ by node."""
+    """One filter's answer: `passes[i]` for node i (None: every node passes, the common
+    case, at no cost); the reason for every failing node, or `per_node[i]` (None where it
+    passes) when reasons differ by node."""
 
-    passes: np.ndarray
+    passes: np.ndarray | None
     reason: str = ""
     per_node: Sequence[str | None] | None = None
+    counts: Counter[str] | None = None
+    """`per_node` already counted over all nodes (a cached filter): used when no earlier
+    filter rejected anything, so the common first filter costs no per-node loop."""
 
 
 @dataclass
@@ -45,6 +45,10 @@ class FilterContext:
 
     cache: ClusterCache
     ext_used: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+PASS = None
+"""`Verdict(PASS)`: the filter lets every node through."""
 
 
 class Filter(Protocol):
@@ -62,9 +66,13 @@ def run_filters(
     reasons: Counter[str] = Counter()
     for plugin in filters:
         verdict = plugin.filter(ctx, rec)
+        if verdict.passes is None:
+            continue
         failing = current & ~verdict.passes
         if failing.any():
-            if verdict.per_node is not None:
+            if verdict.counts is not None and current.all():
+                reasons.update(verdict.counts)
+            elif verdict.per_node is not None:
                 reasons.update(verdict.per_node[i] or plugin.name for i in np.flatnonzero(failing))
             else:
                 reasons[verdict.reason] += int(failing.sum())

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scheduler.framework import FilterContext, Verdict
+from scheduler.framework import PASS, FilterContext, Verdict
 
 if TYPE_CHECKING:
     from scheduler.cache import PodRecord
@@ -18,6 +18,8 @@ class ExtendedResources:
 
     def filter(self, ctx: FilterContext, rec: PodRecord) -> Verdict:
         assert rec.request is not None
+        if not any(amount > 0 for amount in rec.request.extended.values()):
+            return Verdict(PASS)
         nodes = len(ctx.cache.serves_fractions)
         passes = np.ones(nodes, dtype=bool)
         per_node = np.full(nodes, None, dtype=object)

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from scheduler.framework import FilterContext, Verdict
+from scheduler.framework import PASS, FilterContext, Verdict
 from scheduler.podspec import GPU, GPU_SHARED
 
 if TYPE_CHECKING:
@@ -23,7 +21,7 @@ class FractionsNeedAgent:
     def filter(self, ctx: FilterContext, rec: PodRecord) -> Verdict:
         assert rec.request is not None
         if not rec.request.request.is_fraction:
-            return Verdict(np.ones(len(ctx.cache.serves_fractions), dtype=bool))
+            return Verdict(PASS)
         return Verdict(ctx.cache.serves_fractions, REASON_NO_FRACTIONS)
 
 
@@ -33,8 +31,8 @@ class ReplicaResource:
     def filter(self, ctx: FilterContext, rec: PodRecord) -> Verdict:
         assert rec.request is not None
         renamed = ctx.cache.renamed_replicas
-        if not rec.request.request.gpu_count:
-            return Verdict(np.ones(len(renamed), dtype=bool))
+        if not rec.request.request.gpu_count or (not renamed.any() and not rec.request.shared_replicas):
+            return Verdict(PASS)
         if rec.request.shared_replicas:
             return Verdict(renamed, f"Insufficient {GPU_SHARED}")
         return Verdict(~renamed, f"Insufficient {GPU}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from scheduler.constraints import ConstraintError
-from scheduler.framework import FilterContext, Verdict
+from scheduler.framework import PASS, FilterContext, Verdict
 from scheduler.podspec import PodRequestError
 
 if TYPE_CHECKING:
@@ -22,4 +22,6 @@ class NodeConstraints:
             eligibility = ctx.cache.eligibility.of(rec.constraints)
         except ConstraintError as exc:
             raise PodRequestError(f"invalid node affinity: {exc}") from None
-        return Verdict(eligibility.mask, per_node=eligibility.per_node)
+        if eligibility.everywhere:
+            return Verdict(PASS)
+        return Verdict(eligibility.mask, per_node=eligibility.per_node, counts=eligibility.reasons)

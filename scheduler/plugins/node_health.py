@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scheduler.framework import FilterContext, Verdict
+from scheduler.framework import PASS, FilterContext, Verdict
 
 if TYPE_CHECKING:
     from scheduler.cache import PodRecord
@@ -21,9 +21,9 @@ class NodeHealth:
 
     def filter(self, ctx: FilterContext, rec: PodRecord) -> Verdict:
         cache = ctx.cache
+        if not (cache.quarantined.any() or cache.overcommitted.any()):
+            return Verdict(PASS)
         closed = cache.quarantined | cache.overcommitted
-        if not closed.any():
-            return Verdict(~closed)
         per_node = np.where(
             cache.quarantined, REASON_QUARANTINED, np.where(cache.overcommitted, REASON_OVERCOMMITTED, None)
         )

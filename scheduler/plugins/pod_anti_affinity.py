@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from scheduler.framework import FilterContext, Verdict
+from scheduler.framework import PASS, FilterContext, Verdict
 
 if TYPE_CHECKING:
     from scheduler.cache import ClusterCache, PodRecord
@@ -133,7 +133,7 @@ class PodAntiAffinity:
         assert cache.state is not None
         nodes = len(cache.state)
         if not rec.anti_affinity and not cache.anti_affinity_uids:
-            return Verdict(np.ones(nodes, dtype=bool))
+            return Verdict(PASS)
         hosts = np.array([cache.nodes[n].labels.get(HOSTNAME) for n in cache.state.names], dtype=object)
         holders = (cache.pods[u] for u in cache.anti_affinity_uids if u in cache.pods and u != rec.uid)
         existing = _domains_with(
