@@ -24,7 +24,8 @@ from rich.table import Table
 
 from placement import Unschedulable
 from scheduler.annotations import ASSIGNMENT
-from scheduler.cache import ClusterCache, Placed, PodRecord
+from scheduler.cache import ClusterCache, Placed
+from scheduler.podrecord import PodRecord
 from scheduler.preemption import MAX_CANDIDATES, find_preemption
 
 

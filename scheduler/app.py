@@ -19,7 +19,7 @@ from typing import Any
 from placement import Unschedulable
 from placement.migrequest import PLAN
 from scheduler.annotations import ASSIGNMENT
-from scheduler.cache import AccountingProblem, ClusterCache, NodeProblem, Placed, PodRecord
+from scheduler.cache import AccountingProblem, ClusterCache, NodeProblem, Placed
 from scheduler.config import SchedulerConfig
 from scheduler.gang import GroupDecision, decide_group
 from scheduler.informer import Reflector
@@ -27,6 +27,7 @@ from scheduler.kube import ApiError, KubeClient
 from scheduler.leader import LeaderElectionConfig, LeaderElector, default_identity
 from scheduler.metrics import HealthServer, SchedulerMetrics
 from scheduler.migplans import MigWait
+from scheduler.podrecord import PodRecord
 from scheduler.podspec import PodRequestError
 from scheduler.preemption import Preemption, find_preemption, victims_still_leaving
 from scheduler.queue import QueuedPod, SchedulingQueue

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -42,10 +42,9 @@ from placement.migrequest import encode_plan
 from placement.model import MigSlot
 from placement.timeslice import replica_request
 from placement.topology import numa_nodes
-from scheduler.annotations import ASSIGNMENT, AssignmentError, GpuAssignment, GpuShare, decode
-from scheduler.constraints import EligibilityCache, PodConstraints
+from scheduler.annotations import ASSIGNMENT, GpuAssignment, GpuShare
+from scheduler.constraints import EligibilityCache
 from scheduler.framework import FilterContext, build_filters, run_filters
-from scheduler.gang import PodGroup, PodGroupError, pod_group
 from scheduler.migplans import (
     MigWait,
     PlanRecord,
@@ -58,13 +57,12 @@ from scheduler.migplans import (
 )
 from scheduler.nodes import NodeInfo, node_info
 from scheduler.plugins import DEFAULT_FILTERS
-from scheduler.plugins.pod_anti_affinity import AntiAffinityError, AntiAffinityTerm, anti_affinity_terms
-from scheduler.podspec import GPU_SHARED, PodRequest, PodRequestError, pod_request
+from scheduler.podrecord import TERMINAL_PHASES, PodRecord
+from scheduler.podspec import GPU_SHARED
 
 log = logging.getLogger("tessellate.cache")
 
 MAX_TARGET_TYPES = 64
-TERMINAL_PHASES = ("Succeeded", "Failed")
 
 # When no pod has been seen yet, FGD expects this mix (whole GPUs, a half, CPU only).
 _DEFAULT_TARGET = (
@@ -75,115 +73,6 @@ _DEFAULT_TARGET = (
     Request(cpu_milli=2000, memory_mib=8192, gpu_count=1, gpu_milli=500),
     Request(cpu_milli=1000, memory_mib=4096),
 )
-
-
-def pod_key(pod: dict[str, Any]) -> str:
-    meta = pod.get("metadata") or {}
-    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
-
-
-def unsupported_constraint(spec: dict[str, Any]) -> str | None:
-    """Hard constraints Tessellate cannot honour yet: refused loudly, never ignored.
-
-    Preferred (soft) terms are only scoring hints, so ignoring them changes no guarantee.
-    """
-    affinity = spec.get("affinity") or {}
-    if (affinity.get("podAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution"):
-        return "unsupported: required podAffinity is not implemented by tessellate yet; use another scheduler"
-    for tsc in spec.get("topologySpreadConstraints") or []:
-        if (tsc.get("whenUnsatisfiable") or "DoNotSchedule") == "DoNotSchedule":
-            return "unsupported: topologySpreadConstraints with DoNotSchedule are not implemented yet"
-    return None
-
-
-@dataclass
-class PodRecord:
-    """One non-terminal pod, parsed once per change."""
-
-    uid: str
-    key: str
-    scheduler_name: str
-    node_name: str
-    priority: int
-    request: PodRequest | None
-    request_error: str | None
-    constraints: PodConstraints | None
-    constraint_error: str | None
-    assignment: GpuAssignment | None
-    assignment_error: str | None
-    deleting: bool
-    gated: bool
-    resource_version: str
-    group: PodGroup | None = None
-    """The pod group it is placed with, all or nothing (`scheduler/gang.py`)."""
-    preemption_policy: str = "PreemptLowerPriority"
-    group_error: str | None = None
-    namespace: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
-    anti_affinity: tuple[AntiAffinityTerm, ...] = ()
-    """Required podAntiAffinity terms (`scheduler/plugins/pod_anti_affinity.py`)."""
-    obj: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    @property
-    def problem(self) -> str | None:
-        """Why this pod can never be scheduled as written (None: it can be tried)."""
-        return self.request_error or self.constraint_error or self.group_error
-
-    @classmethod
-    def parse(cls, pod: dict[str, Any]) -> PodRecord:
-        meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
-        request = request_error = constraints = constraint_error = None
-        try:
-            request = pod_request(pod)
-        except PodRequestError as exc:
-            request_error = f"invalid resource request: {exc}"
-        try:
-            constraints = PodConstraints(spec)
-        except (TypeError, AttributeError) as exc:
-            constraint_error = f"invalid node affinity or tolerations: {exc}"
-        constraint_error = constraint_error or unsupported_constraint(spec)
-        namespace = str(meta.get("namespace") or "")
-        anti_affinity: tuple[AntiAffinityTerm, ...] = ()
-        try:
-            anti_affinity = anti_affinity_terms(spec, namespace)
-        except (AntiAffinityError, AttributeError, TypeError) as exc:
-            constraint_error = constraint_error or f"unsupported or invalid pod anti-affinity: {exc}"
-        labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
-        group = group_error = None
-        try:
-            group = pod_group(pod)
-        except PodGroupError as exc:
-            group_error = f"invalid pod group: {exc}"
-        assignment = assignment_error = None
-        raw = (meta.get("annotations") or {}).get(ASSIGNMENT)
-        if raw is not None:
-            try:
-                assignment = decode(raw)
-            except AssignmentError as exc:
-                assignment_error = f"annotation {ASSIGNMENT} does not parse: {exc}"
-        return cls(
-            uid=meta.get("uid", ""),
-            key=pod_key(pod),
-            scheduler_name=spec.get("schedulerName") or "default-scheduler",
-            node_name=spec.get("nodeName") or "",
-            priority=int(spec.get("priority") or 0),
-            request=request,
-            request_error=request_error,
-            constraints=constraints,
-            constraint_error=constraint_error,
-            assignment=assignment,
-            assignment_error=assignment_error,
-            deleting=bool(meta.get("deletionTimestamp")),
-            gated=bool(spec.get("schedulingGates")),
-            resource_version=meta.get("resourceVersion", ""),
-            group=group,
-            group_error=group_error,
-            namespace=namespace,
-            labels={str(k): str(v) for k, v in labels.items()},
-            anti_affinity=anti_affinity,
-            preemption_policy=spec.get("preemptionPolicy") or "PreemptLowerPriority",
-            obj=pod,
-        )
 
 
 @dataclass(frozen=True)

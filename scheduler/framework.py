@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
-    from scheduler.cache import ClusterCache, PodRecord
+    from scheduler.cache import ClusterCache
+    from scheduler.podrecord import PodRecord
 
 
 @dataclass(frozen=True)

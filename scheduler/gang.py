@@ -24,7 +24,8 @@ from placement.gang import demand_order, place_together
 from scheduler.podspec import PodRequestError
 
 if TYPE_CHECKING:
-    from scheduler.cache import ClusterCache, Placed, PodRecord
+    from scheduler.cache import ClusterCache, Placed
+    from scheduler.podrecord import PodRecord
 
 POD_GROUP = "tessellate.dev/pod-group"
 MIN_AVAILABLE = "tessellate.dev/pod-group-min-available"

@@ -24,7 +24,8 @@ import numpy as np
 from placement import Assignment, Unschedulable
 
 if TYPE_CHECKING:
-    from scheduler.cache import ClusterCache, PodRecord
+    from scheduler.cache import ClusterCache
+    from scheduler.podrecord import PodRecord
 
 NEVER = "Never"
 MAX_CANDIDATES = 100

@@ -11,8 +11,9 @@ from test_scheduler_cache import bound, cache_with, gpus, node, pod
 
 from placement import Unschedulable
 from placement.gang import place_group
-from scheduler.cache import ClusterCache, PodRecord
+from scheduler.cache import ClusterCache
 from scheduler.gang import MIN_AVAILABLE, POD_GROUP, GroupDecision, PodGroupError, decide_group, pod_group
+from scheduler.podrecord import PodRecord
 from scheduler.queue import SchedulingQueue
 
 

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from test_scheduler_cache import bound, cache_with, decide, node, pod
 
 from placement import Unschedulable
-from scheduler.cache import ClusterCache, Placed, PodRecord
+from scheduler.cache import ClusterCache, Placed
+from scheduler.podrecord import PodRecord
 from scheduler.preemption import Preemption, find_preemption, victims_on, victims_still_leaving
 
 

@@ -273,7 +273,7 @@ def test_a_cluster_change_during_an_attempt_is_not_lost_when_the_attempt_fails()
 
 
 def test_required_pod_affinity_is_refused_loudly_not_ignored() -> None:
-    from scheduler.cache import PodRecord
+    from scheduler.podrecord import PodRecord
 
     spec_affinity = {
         "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "x"}]}

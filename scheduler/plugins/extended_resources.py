@@ -10,7 +10,7 @@ import numpy as np
 from scheduler.framework import PASS, FilterContext, Verdict
 
 if TYPE_CHECKING:
-    from scheduler.cache import PodRecord
+    from scheduler.podrecord import PodRecord
 
 
 class ExtendedResources:

@@ -10,7 +10,7 @@ from scheduler.framework import PASS, FilterContext, Verdict
 from scheduler.podspec import GPU, GPU_SHARED
 
 if TYPE_CHECKING:
-    from scheduler.cache import PodRecord
+    from scheduler.podrecord import PodRecord
 
 REASON_NO_FRACTIONS = "Insufficient tessellate.dev/gpu-milli (no Tessellate node agent)"
 

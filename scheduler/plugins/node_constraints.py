@@ -10,7 +10,7 @@ from scheduler.framework import PASS, FilterContext, Verdict
 from scheduler.podspec import PodRequestError
 
 if TYPE_CHECKING:
-    from scheduler.cache import PodRecord
+    from scheduler.podrecord import PodRecord
 
 
 class NodeConstraints:

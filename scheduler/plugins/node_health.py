@@ -10,7 +10,7 @@ import numpy as np
 from scheduler.framework import PASS, FilterContext, Verdict
 
 if TYPE_CHECKING:
-    from scheduler.cache import PodRecord
+    from scheduler.podrecord import PodRecord
 
 REASON_OVERCOMMITTED = "node(s) over-committed by pods bound elsewhere"
 REASON_QUARANTINED = "node(s) quarantined for an invalid GPU inventory (see the node's events)"

@@ -19,7 +19,8 @@ import numpy as np
 from scheduler.framework import PASS, FilterContext, Verdict
 
 if TYPE_CHECKING:
-    from scheduler.cache import ClusterCache, PodRecord
+    from scheduler.cache import ClusterCache
+    from scheduler.podrecord import PodRecord
 
 HOSTNAME = "kubernetes.io/hostname"
 REASON_EXISTING = "node(s) didn't satisfy existing pods anti-affinity rules"
