@@ -16,20 +16,28 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from placement import Unschedulable
 from placement.migrequest import PLAN
 from scheduler.annotations import ASSIGNMENT
 from scheduler.cache import AccountingProblem, ClusterCache, NodeProblem, Placed
 from scheduler.config import SchedulerConfig
-from scheduler.gang import GroupDecision, decide_group
+from scheduler.cycle import (
+    Bind,
+    BindGroup,
+    CycleSettings,
+    Invalid,
+    Rejected,
+    Skip,
+    WaitForMig,
+    scheduling_cycle,
+)
+from scheduler.gang import GroupDecision
 from scheduler.informer import Reflector
 from scheduler.kube import ApiError, KubeClient
 from scheduler.leader import LeaderElectionConfig, LeaderElector, default_identity
 from scheduler.metrics import HealthServer, SchedulerMetrics
 from scheduler.migplans import MigWait
 from scheduler.podrecord import PodRecord
-from scheduler.podspec import PodRequestError
-from scheduler.preemption import Preemption, find_preemption, victims_still_leaving
+from scheduler.preemption import Preemption
 from scheduler.queue import QueuedPod, SchedulingQueue
 from scheduler.recorder import Recorder
 
@@ -97,6 +105,9 @@ class Scheduler:
         """Scheduling cycles in a row that failed unexpectedly (readiness)."""
         self._binding: set[str] = set()
         """Pods whose Binding is in flight in the bind pool."""
+        self._cycle_settings = CycleSettings(
+            mig_plan_timeout=config.migPlanTimeoutSeconds, preemption=config.preemption, pending=self._pending
+        )
         self._loop_thread: threading.Thread | None = None
         self.http = HealthServer(config.bindAddress, self.metrics.registry, self._healthy, self._ready)
 
@@ -316,57 +327,33 @@ class Scheduler:
         self.queue.retry(queued.uid)
 
     def schedule_one(self, queued: QueuedPod) -> None:
+        """The scheduling cycle (`scheduler/cycle.py`, under the cache lock, no I/O), then what
+        its outcome asks of the API server: bind, fail, preempt, or publish a MIG plan."""
         with self.cache.lock:
-            rec = self.cache.pods.get(queued.uid)
-            if rec is None or rec.node_name or rec.deleting:
-                if rec is None or rec.deleting:
-                    self.cache.forget(queued.uid)  # drops a MIG reservation nobody will use
-                self.queue.done(queued.uid)
+            outcome, elapsed = scheduling_cycle(self.cache, queued.uid, self._cycle_settings)
+        match outcome:
+            case Skip(park=park):
+                (self.queue.unschedulable if park else self.queue.done)(queued.uid)
                 return
-            wait_ended: str | None = None
-            if rec.uid in self.cache.mig_waits:
-                outcome = self.cache.mig_wait_outcome(rec.uid)
-                if not outcome.ready and outcome.message is None:
-                    self.queue.unschedulable(queued.uid)  # a node update brings it back
-                    return
-                self.cache.forget(rec.uid)  # ready: decide again, on instances that now exist
-                if outcome.message is not None:
-                    wait_ended = outcome.message
+            case BindGroup(decision=decision):
+                self.metrics.algorithm.observe(elapsed)
+                self._finish_group(decision, queued)
+            case Invalid(rec=rec, message=message, as_written=as_written):
+                self.metrics.algorithm.observe(elapsed)
+                if not as_written:
                     self.queue.move_all_to_active()  # the dropped reservation may fit someone else
-            elif rec.uid in self.cache.assumed:
-                self.queue.done(queued.uid)
-                return
-            problem = wait_ended or rec.problem
-            started = time.perf_counter()
-            group = None
-            if problem is None and rec.group is not None:
-                group = decide_group(self.cache, rec.group, self._pending)
-            result: Placed | Unschedulable | None = None
-            if problem is None and group is None:
-                try:
-                    result = self.cache.decide(rec)
-                except PodRequestError as exc:
-                    problem = str(exc)
-            elapsed = time.perf_counter() - started
-            plan = None
-            if isinstance(result, Placed) and result.assignment.mig_plans:
-                plan = self.cache.start_mig_wait(result, self.config.migPlanTimeoutSeconds)
-            preemption = None
-            if isinstance(result, Unschedulable) and self.config.preemption:
-                preemption = self._find_preemption(rec)
-        self.metrics.algorithm.observe(elapsed)
-        if group is not None:
-            self._finish_group(group, queued)
-        elif problem is not None:
-            self._fail(rec, queued, problem, invalid=wait_ended is None)
-        elif isinstance(result, Unschedulable):
-            self._fail(rec, queued, result.message)
-            if preemption is not None:
-                self._preempt(rec, preemption)
-        elif plan is not None:
-            self._publish_plan(rec, queued, *plan)
-        else:
-            self._submit_bind(result, rec, queued)
+                self._fail(rec, queued, message, invalid=as_written)
+            case Rejected(rec=rec, message=message, preemption=preemption):
+                self.metrics.algorithm.observe(elapsed)
+                self._fail(rec, queued, message)
+                if preemption is not None:
+                    self._preempt(rec, preemption)
+            case WaitForMig(rec=rec, wait=wait, plan=plan):
+                self.metrics.algorithm.observe(elapsed)
+                self._publish_plan(rec, queued, wait, plan)
+            case Bind(rec=rec, placed=placed):
+                self.metrics.algorithm.observe(elapsed)
+                self._submit_bind(placed, rec, queued)
 
     def _submit_bind(self, placed: Placed, rec: PodRecord, queued: QueuedPod) -> None:
         self._binding.add(placed.uid)
@@ -375,15 +362,6 @@ class Scheduler:
         except BaseException:
             self._binding.discard(placed.uid)
             raise
-
-    def _find_preemption(self, rec: PodRecord) -> Preemption | None:
-        """Victims to delete for `rec` (cache lock held); none while earlier victims still leave."""
-        if victims_still_leaving(self.cache, rec):
-            return None
-        preemption = find_preemption(self.cache, rec)
-        if preemption is not None:
-            self.cache.nominate(rec.uid, (v.uid for v in preemption.victims))
-        return preemption
 
     def _preempt(self, rec: PodRecord, preemption: Preemption) -> None:
         """Nominate the node on the pod, delete the victims, and retry the pod once they are gone."""

@@ -1,0 +1,154 @@
+"""One scheduling cycle, phase by phase, as kube-scheduler's `schedule_one.go` sequences them.
+
+The cycle runs under the cache lock and does no I/O: it decides and returns an
+`Outcome` that says what the binding side (`scheduler/app.py`) must do: bind, fail
+with a message, preempt, publish a MIG plan and wait, or bind a pod group's members.
+
+    Lookup      the pod still needs placing (not gone, bound, deleting, assumed)
+    Permit      a reserved pod waiting for its MIG instances: still waiting, or decide again
+    PreFilter   the pod can be scheduled as written (request, constraints, group)
+    Group       all-or-nothing pass for a pod group (`scheduler/gang.py`)
+    Filter      the profile's filter plugins (`scheduler/framework.py`), then
+    Score       the placement policy, and
+    Reserve     assume the decision in the cache (`ClusterCache.decide`)
+    PostFilter  preemption, when nothing fits
+    Permit      a decision that creates MIG instances waits for the node agent
+
+Every failure after Reserve unreserves (`ClusterCache.forget`) before it propagates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from placement import Unschedulable
+from scheduler.cache import ClusterCache, Placed
+from scheduler.gang import GroupDecision, decide_group
+from scheduler.migplans import MigWait
+from scheduler.podrecord import PodRecord
+from scheduler.podspec import PodRequestError
+from scheduler.preemption import Preemption, find_preemption, victims_still_leaving
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Nothing to place now; `park`: keep it unschedulable until a change wakes it."""
+
+    park: bool = False
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """The pod cannot be scheduled as written (or its MIG wait ended): `message` says why."""
+
+    rec: PodRecord
+    message: str
+    as_written: bool = True
+    """False when the pod itself is fine and only this attempt ended (a MIG wait gave up)."""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """No node fits; `preemption` names victims whose deletion would make room."""
+
+    rec: PodRecord
+    message: str
+    preemption: Preemption | None = None
+
+
+@dataclass(frozen=True)
+class Bind:
+    rec: PodRecord
+    placed: Placed
+
+
+@dataclass(frozen=True)
+class WaitForMig:
+    """Reserved; the node agent must create MIG instances first (`plan` is the node's new
+    `tessellate.dev/mig-plan` value)."""
+
+    rec: PodRecord
+    wait: MigWait
+    plan: str
+
+
+@dataclass(frozen=True)
+class BindGroup:
+    decision: GroupDecision
+
+
+Outcome = Skip | Invalid | Rejected | Bind | WaitForMig | BindGroup
+
+
+@dataclass
+class CycleSettings:
+    mig_plan_timeout: float
+    preemption: bool
+    pending: Callable[[PodRecord], bool]
+    """Whether a pod is this scheduler's to place now (for a group's other members)."""
+
+
+def scheduling_cycle(cache: ClusterCache, uid: str, settings: CycleSettings) -> tuple[Outcome, float]:
+    """Run the cycle for pod `uid` (cache lock held): the outcome and the seconds it took to
+    decide (the algorithm latency kube-scheduler reports)."""
+    rec = cache.pods.get(uid)
+    if rec is None or rec.node_name or rec.deleting:
+        if rec is None or rec.deleting:
+            cache.forget(uid)  # drops a MIG reservation nobody will use
+        return Skip(), 0.0
+    ended: str | None = None
+    if uid in cache.mig_waits:
+        waiting, ended = _permit_wait(cache, uid)
+        if waiting:
+            return Skip(park=True), 0.0
+    elif uid in cache.assumed:
+        return Skip(), 0.0
+    started = time.perf_counter()
+    outcome = _decide(cache, rec, ended, settings)
+    return outcome, time.perf_counter() - started
+
+
+def _permit_wait(cache: ClusterCache, uid: str) -> tuple[bool, str | None]:
+    """(still waiting, why the wait ended badly). A wait that ended unreserves, so the pod is
+    decided again on the instances that now exist (or anywhere, when it failed)."""
+    outcome = cache.mig_wait_outcome(uid)
+    if not outcome.ready and outcome.message is None:
+        return True, None
+    cache.forget(uid)
+    return False, outcome.message
+
+
+def _decide(cache: ClusterCache, rec: PodRecord, ended: str | None, settings: CycleSettings) -> Outcome:
+    if ended is not None:
+        return Invalid(rec, ended, as_written=False)
+    if rec.problem is not None:  # PreFilter
+        return Invalid(rec, rec.problem)
+    if rec.group is not None:
+        return BindGroup(decide_group(cache, rec.group, settings.pending))
+    try:
+        result = cache.decide(rec)  # Filter, Score, Reserve
+    except PodRequestError as exc:
+        return Invalid(rec, str(exc))
+    if isinstance(result, Unschedulable):
+        preemption = _post_filter(cache, rec) if settings.preemption else None
+        return Rejected(rec, result.message, preemption)
+    if not result.assignment.mig_plans:
+        return Bind(rec, result)
+    try:  # Permit: the node agent must create the instances first
+        wait, plan = cache.start_mig_wait(result, settings.mig_plan_timeout)
+    except Exception:
+        cache.forget(rec.uid)
+        raise
+    return WaitForMig(rec, wait, plan)
+
+
+def _post_filter(cache: ClusterCache, rec: PodRecord) -> Preemption | None:
+    """Victims to delete for `rec`; none while earlier victims are still leaving."""
+    if victims_still_leaving(cache, rec):
+        return None
+    preemption = find_preemption(cache, rec)
+    if preemption is not None:
+        cache.nominate(rec.uid, (v.uid for v in preemption.victims))
+    return preemption
