@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING
 
+from placement.mig import RESOURCE_PREFIX as MIG_RESOURCE_PREFIX
 from placement.mig import MigError, MigInstance, MigLayout, geometry, load_catalogue
 
 if TYPE_CHECKING:
@@ -240,7 +241,7 @@ class Request:
                 f"a MIG request ({self.mig_count} x {self.mig_profile}) cannot also ask for whole GPUs "
                 "or a GPU fraction"
             )
-        name = self.mig_profile.strip().lower().removeprefix("nvidia.com/mig-")
+        name = self.mig_profile.strip().lower().removeprefix(MIG_RESOURCE_PREFIX)
         mig_profile_milli(name)  # raises for an unknown name
         object.__setattr__(self, "mig_profile", name)
 

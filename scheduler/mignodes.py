@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from placement.mig import MigError, MigGeometry, MigLayout, geometry, plan_layout
+from scheduler.podspec import MIG_PREFIX
 
-MIG_PREFIX = "nvidia.com/mig-"
 DEVICES = "tessellate.dev/gpu-devices"
 GPU_COUNT_LABEL = "nvidia.com/gpu.count"
 MAX_MIG_GPUS = 16

@@ -26,14 +26,14 @@ from functools import lru_cache
 from typing import Any
 
 from placement import MILLI_PER_GPU, InvalidRequestError, Request
-from placement.mig import load_catalogue
+from placement.mig import RESOURCE_PREFIX, load_catalogue
 
 GPU = "nvidia.com/gpu"
 GPU_SHARED = "nvidia.com/gpu.shared"
 """Time-sliced GPU replicas when NVIDIA's device plugin renames them (`renameByDefault`)."""
 GPU_MILLI = "tessellate.dev/gpu-milli"
 GPU_MEMORY = "tessellate.dev/gpu-memory-mib"
-MIG_PREFIX = "nvidia.com/mig-"
+MIG_PREFIX = RESOURCE_PREFIX
 CORE_RESOURCES = frozenset({"cpu", "memory", "pods", GPU, GPU_SHARED, GPU_MILLI, GPU_MEMORY})
 
 _SUFFIXES = {

@@ -27,6 +27,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from rich.table import Table
 
+from placement import PAPER_POLICIES
+
 __all__ = [
     "ARRIVED",
     "INDEX_COLUMNS",
@@ -59,7 +61,6 @@ CSV_NAMES = {
 
 # The paper's six policies in the paper's order, by canonical name.  Both the
 # artifact's labels ("06-FGD") and this project's CLI names ("fgd") map here.
-_PAPER_ORDER = ("random", "dotprod", "clustering", "packing", "bestfit", "fgd")
 _ALIASES = {"gpuclustering": "clustering", "gpupacking": "packing"}
 
 # Okabe-Ito (colour-blind safe).  Fixed per paper policy so that a policy has the
@@ -98,7 +99,7 @@ def _canonical(policy: str) -> str:
 
 def _policy_key(policy: str) -> tuple[int, str]:
     canon = _canonical(policy)
-    rank = _PAPER_ORDER.index(canon) if canon in _PAPER_ORDER else len(_PAPER_ORDER)
+    rank = PAPER_POLICIES.index(canon) if canon in PAPER_POLICIES else len(PAPER_POLICIES)
     return rank, str(policy)
 
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from placement import POLICIES, InvalidRequestError
+from placement import PAPER_POLICIES, POLICIES, InvalidRequestError
 from placement.catalogue import UnknownGpuModelError
 from simulator.kinds import SYNTHETIC_KINDS
 from simulator.trace import TraceError
@@ -25,7 +25,6 @@ from tessellate.mig_cli import add_mig_commands, run_mig_command
 from tessellate.scheduler_cli import add_scheduler_command, run_scheduler_command
 
 console = Console(stderr=True, soft_wrap=True)
-PAPER_ORDER = ("random", "dotprod", "clustering", "packing", "bestfit", "fgd")
 
 EPILOG_RUN = """\
 examples:
@@ -222,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--policies",
         type=parse_policies,
-        default=list(PAPER_ORDER),
-        help=f"comma-separated (default: the paper's six: {','.join(PAPER_ORDER)})",
+        default=list(PAPER_POLICIES),
+        help=f"comma-separated (default: the paper's six: {','.join(PAPER_POLICIES)})",
     )
     compare.add_argument("--seeds", type=parse_seeds, default=[42, 43, 44], help="e.g. 42-51 (default 42-44)")
     compare.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
