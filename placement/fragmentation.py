@@ -15,7 +15,7 @@ as fragment. The paper's clusters have no such nodes, and their numbers do not c
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,13 +36,24 @@ class TargetWorkload:
     weights: tuple[float, ...]
 
     @classmethod
-    def from_requests(cls, requests: Iterable[Request], coverage: float = 0.95) -> TargetWorkload:
-        """Keep the most popular shapes until they cover `coverage` of all pods.
+    def from_requests(
+        cls, requests: Iterable[Request], coverage: float = 0.95, max_types: int | None = None
+    ) -> TargetWorkload:
+        """Keep the most popular shapes until they cover `coverage` of all pods, or until
+        `max_types` are kept (scoring cost grows with the number of types).
 
         Ties in popularity are broken by descending cpu, GPU milli, GPU count and
         model string, as the artifact does; the kept weights are renormalised.
         """
-        counts = Counter(r.shape for r in requests)
+        return cls.from_counts(Counter(r.shape for r in requests), coverage, max_types)
+
+    @classmethod
+    def from_counts(
+        cls, counts: Mapping[TaskType, int], coverage: float = 0.95, max_types: int | None = None
+    ) -> TargetWorkload:
+        """`from_requests` for requests already counted by shape."""
+        if max_types is not None and max_types < 1:
+            raise ValueError(f"max_types must be at least 1 (or None for no cap), got {max_types}")
         if not counts:
             raise ValueError("cannot build a target workload from zero requests")
         total = sum(counts.values())
@@ -57,7 +68,7 @@ class TargetWorkload:
         for shape, count in ranked:
             kept.append((shape, count))
             cumulative += count
-            if cumulative >= coverage * total:
+            if cumulative >= coverage * total or len(kept) == max_types:
                 break
         share = cumulative / total
         return cls(

@@ -42,6 +42,7 @@ from placement.migrequest import encode_plan
 from placement.model import MigSlot
 from placement.timeslice import replica_request
 from placement.topology import numa_nodes
+from placement.workload import expected_workload
 from scheduler.annotations import ASSIGNMENT, GpuAssignment, GpuShare
 from scheduler.constraints import EligibilityCache
 from scheduler.framework import FilterContext, build_filters, run_filters
@@ -59,20 +60,9 @@ from scheduler.nodes import NodeInfo, node_info
 from scheduler.plugins import DEFAULT_FILTERS
 from scheduler.podrecord import TERMINAL_PHASES, PodRecord
 from scheduler.podspec import GPU_SHARED
+from scheduler.target import products, target_requests
 
 log = logging.getLogger("tessellate.cache")
-
-MAX_TARGET_TYPES = 64
-
-# When no pod has been seen yet, FGD expects this mix (whole GPUs, a half, CPU only).
-_DEFAULT_TARGET = (
-    Request(cpu_milli=4000, memory_mib=16384, gpu_count=1, gpu_milli=MILLI_PER_GPU),
-    Request(cpu_milli=8000, memory_mib=32768, gpu_count=2, gpu_milli=MILLI_PER_GPU),
-    Request(cpu_milli=16000, memory_mib=65536, gpu_count=4, gpu_milli=MILLI_PER_GPU),
-    Request(cpu_milli=32000, memory_mib=131072, gpu_count=8, gpu_milli=MILLI_PER_GPU),
-    Request(cpu_milli=2000, memory_mib=8192, gpu_count=1, gpu_milli=500),
-    Request(cpu_milli=1000, memory_mib=4096),
-)
 
 
 @dataclass(frozen=True)
@@ -452,16 +442,15 @@ class ClusterCache:
         return True
 
     def _target_workload(self) -> TargetWorkload:
-        """Every shape seen (not the paper's 95 %): rare 8-GPU jobs are exactly the pods
-        that need FGD to keep whole nodes free; capped so scoring stays cheap."""
-        requests = [r.request.request for r in self.pods.values() if r.request is not None]
-        requests = [r for r in requests if not r.is_mig]  # MIG never uses milli-GPU capacity
-        target = TargetWorkload.from_requests(requests or _DEFAULT_TARGET, coverage=1.0)
-        if len(target.types) > MAX_TARGET_TYPES:
-            kept = target.weights[:MAX_TARGET_TYPES]
-            total = sum(kept)
-            target = TargetWorkload(target.types[:MAX_TARGET_TYPES], tuple(w / total for w in kept))
-        return target
+        """FGD's expected workload from the pods seen now, each with the GPU models its
+        product constraints allow: the simulator's definition for the same pods."""
+        known = products(self.nodes.values())
+        pods = [
+            (r.request.request, r.constraints)
+            for r in self.pods.values()
+            if r.request is not None and r.constraints is not None
+        ]
+        return expected_workload(target_requests(pods, known), set(known.values()))
 
     def _new_placer(self) -> Placer:
         assert self.state is not None

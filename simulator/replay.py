@@ -20,6 +20,7 @@ from placement import (
     create_policy,
 )
 from placement.migplace import MigChoice, MigChooser
+from placement.workload import expected_workload
 from simulator.metrics import EventSeries, FragmentationRecorder
 from simulator.migmetrics import mig_demand
 from simulator.protocol import plan_inflation
@@ -41,8 +42,21 @@ class RunResult:
     tuned_copies: int = 0
 
 
+def trace_models(trace: Trace) -> frozenset[str]:
+    """The GPU models the trace's cluster has (what a live scheduler would see on its nodes)."""
+    return frozenset(n.gpu_model for n in trace.nodes if n.gpu_count)
+
+
 def target_workload(trace: Trace) -> TargetWorkload:
-    """FGD's typical pods: from the original trace, before any tuning.
+    """FGD's expected workload for the trace's pods, as the live scheduler builds it for the
+    same pods (`placement.workload`): what `simulator.timed` replays and the scheduler binds."""
+    pods = sorted(trace.pods, key=lambda p: p.name)
+    return expected_workload([p.request for p in pods], trace_models(trace))
+
+
+def paper_target_workload(trace: Trace) -> TargetWorkload:
+    """The FGD artifact's typical pods (fgd-protocol.md Sec. 3.7): the original trace before
+    tuning, 95 % coverage, model lists as written; the paper's replays are bit-identical on it.
 
     MIG requests are left out (they never use milli-GPU capacity; as GPU-less shapes they
     would make every idle GPU look like a fragment) unless nothing else is left."""
@@ -58,13 +72,15 @@ def run_inflation(
     tune: float | None = 1.3,
     progress: Callable[[int], None] | None = None,
     mig_choice: MigChoice = "aware",
+    target: TargetWorkload | None = None,
 ) -> RunResult:
     """One run of the paper's protocol: shuffled, tuned arrivals, no departures.
 
-    MIG requests (when the trace has any) are placed by `mig_choice`."""
+    MIG requests (when the trace has any) are placed by `mig_choice`. FGD expects `target`
+    (default: the paper's, `paper_target_workload`), which the fragmentation metrics use too."""
     plan = plan_inflation(trace, seed, tune)
     state = ClusterState(plan.nodes)
-    target = target_workload(trace)
+    target = target if target is not None else paper_target_workload(trace)
     policy_object = create_policy(policy, PolicyContext(rng=plan.rng, target=target))
     placer = Placer(state, policy_object, mig=MigChooser(mig_choice, mig_demand(trace)))
     series = EventSeries.empty(len(plan.arrivals))
