@@ -6,14 +6,17 @@ so a change of scoring is a change in one place.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
+from placement.checks import ALL, UNROUTED, needs_at_least
 from placement.fit import explain, feasible_mask
 from placement.migplace import MigChooser
 from placement.model import Assignment, Decision, Request, Unschedulable
 from placement.policies.base import Policy
 from placement.state import ClusterState
-from placement.timeslice import refusal, replica_request
+from placement.timeslice import refusal, routes
 
 
 class ScoreCache:
@@ -65,20 +68,14 @@ class Placer:
         carries the request as translated there (one slice, `placement.timeslice`).
         """
         state = self.state
-        sliced = state.replicas > 1
-        if request.is_cpu_only or not sliced.any():
+        if request.is_cpu_only or not state.time_sliced:
             return self._place(pod, request, eligible)
-        if eligible is None:
-            eligible = np.ones(len(state), dtype=bool)
-        decision = self._place(pod, request, eligible & ~sliced)
-        if isinstance(decision, Assignment):
-            return decision
-        reasons = decision.reasons.copy()
-        for replicas in np.unique(state.replicas[sliced]).tolist():
-            group = eligible & (state.replicas == replicas)
+        reasons: Counter[str] = Counter()
+        for group, translated in routes(state, request):
+            if eligible is not None:
+                group = group & eligible
             if not group.any():
                 continue
-            translated = replica_request(request, replicas)
             if translated is None:
                 reasons[refusal(request)] += int(group.sum())
                 continue
@@ -87,6 +84,32 @@ class Placer:
                 return decision
             reasons += decision.reasons
         return Unschedulable(node_count=len(state), reasons=reasons)
+
+    def fits(self, request: Request, nodes: np.ndarray | None = None) -> np.ndarray:
+        """Per node (of `nodes`, default all): whether `request` fits there now as `place` would
+        put it (translated on time-sliced nodes). True somewhere exactly when `place` assigns."""
+        state = self.state
+        if request.is_cpu_only or not state.time_sliced:
+            return feasible_mask(state, request, ALL if nodes is None else nodes)
+        where = np.arange(len(state)) if nodes is None else nodes
+        out = np.zeros(len(where), dtype=bool)
+        for group, translated in routes(state, request):
+            inside = group[where]
+            if translated is not None and inside.any():
+                out[inside] = feasible_mask(state, translated, where[inside])
+        return out
+
+    def needs_at_least(self, big: Request, small: Request) -> bool:
+        """True when `big` can fit only where `small` fits, whatever the state (so `small` failing
+        dooms `big`): on every kind of node, as `place` translates them for it."""
+        for (_, big_there), (_, small_there) in zip(
+            routes(self.state, big), routes(self.state, small), strict=True
+        ):
+            if big_there is None:
+                continue  # big never goes to these nodes
+            if small_there is None or not needs_at_least(big_there, small_there, UNROUTED):
+                return False
+        return True
 
     def _place(self, pod: str, request: Request, eligible: np.ndarray | None) -> Decision:
         state = self.state

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -31,7 +31,9 @@ from placement.mig import (
     valid_placements,
 )
 from placement.model import MILLI_PER_GPU, MigPlan, MigSlot, Request
-from placement.state import ClusterState
+
+if TYPE_CHECKING:  # the state's own checks use `mig_room`
+    from placement.state import ClusterState
 
 MigChoice = Literal["aware", "firstfit"]
 MIG_CHOICES: tuple[MigChoice, ...] = ("aware", "firstfit")
@@ -125,10 +127,6 @@ def mig_room(state: ClusterState, profile: str) -> np.ndarray:
         values[node] = room
         versions[node] = state.version[node]
     return values
-
-
-def mig_fit_mask(state: ClusterState, request: Request) -> np.ndarray:
-    return mig_room(state, request.mig_profile) >= request.mig_count
 
 
 # -- choosing ---------------------------------------------------------------------------------

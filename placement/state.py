@@ -11,15 +11,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from placement.checks import ALL, Need, Nodes, refusal_of
 from placement.migstate import MigAllocationError, MigBook
-from placement.model import MILLI_PER_GPU, Assignment, NodeSpec, Request
-from placement.timeslice import slice_milli
+from placement.model import MILLI_PER_GPU, Assignment, NodeSpec
 
 SHARE_TAG = 0
 """Affinity-tag column for sharing (fractional) pods; column n is `n-gpu` pods."""
 
 UNBOUNDED = 1 << 62
 """Free GPU memory (MiB) and sharer limit of a GPU where neither is known or set: never limits."""
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
 
 
 class OverCommitError(ValueError):
@@ -59,6 +64,11 @@ class ClusterState:
         self.gpu_exists = np.arange(self.max_gpus)[None, :] < self.gpu_count[:, None]
         self.replicas = np.array([node.gpu_replicas for node in self.nodes], dtype=np.int64)
         """Time-slicing replicas per GPU (1: GPUs are not time-sliced); see `placement.timeslice`."""
+        self.time_sliced = bool((self.replicas > 1).any())
+        self.replica_groups: tuple[tuple[int, np.ndarray], ...] = tuple(
+            (int(r), _frozen(self.replicas == r)) for r in np.unique(self.replicas)
+        )
+        """(replicas, nodes with that many) per count present, ascending: ordinary nodes first."""
         # Mutable state (written only by _apply):
         self.cpu_left = self.cpu_cap.copy()
         self.mem_left = self.mem_cap.copy()
@@ -99,21 +109,40 @@ class ClusterState:
         mig_idle = self.mig.mode_gpus * MILLI_PER_GPU - self.mig.used_milli
         return self.total_gpu_milli - int(self.gpu_total_left.sum()) - mig_idle
 
-    def fraction_room(
-        self, request: Request, nodes: np.ndarray | int | slice = slice(None)
-    ) -> np.ndarray | None:
+    def fraction_room(self, request: Need, nodes: Nodes = ALL) -> np.ndarray | None:
         """Per GPU of `nodes`: True where the fraction's GPU memory and a sharer slot are free.
 
         None when nothing bounds this fraction (no memory asked or none known, no sharer
-        limit), so callers keep their milli-only fast path.
+        limit), so callers keep their milli-only fast path. `request` may also be rows of
+        requests (`placement.checks`): the result then has a leading row axis.
         """
-        bounded_memory = request.gpu_memory_mib > 0 and self.gpu_memory_known
-        if not (bounded_memory or self.sharers_limited):
+        if not (self.gpu_memory_known or self.sharers_limited):
             return None
-        room = self.gpu_sharers[nodes] < self.sharer_cap[nodes]
-        if bounded_memory:
-            room &= self.gpu_mem_left[nodes] >= request.gpu_memory_mib
-        return room
+        memory, sharers = self.gpu_memory_room(request, nodes), self.sharer_room(nodes)
+        if memory is None:
+            return sharers
+        return memory if sharers is None else memory & sharers
+
+    def gpu_memory_room(self, request: Need, nodes: Nodes = ALL) -> np.ndarray | None:
+        """Per GPU of `nodes`: True where the fraction's GPU memory is free (None: unbounded)."""
+        if not self.gpu_memory_known:
+            return None
+        memory = request.gpu_memory_mib
+        if isinstance(memory, np.ndarray):
+            if not (memory > 0).any():
+                return None
+            memory = memory[..., None]  # rows of requests: a trailing GPU axis
+        elif memory <= 0:  # type: ignore[operator]
+            return None
+        return (self.gpu_mem_left if nodes is ALL else self.gpu_mem_left[nodes]) >= memory
+
+    def sharer_room(self, nodes: Nodes = ALL) -> np.ndarray | None:
+        """Per GPU of `nodes`: True where a sharer slot is free (None: no node limits sharers)."""
+        if not self.sharers_limited:
+            return None
+        if nodes is ALL:
+            return self.gpu_sharers < self.sharer_cap
+        return self.gpu_sharers[nodes] < self.sharer_cap[nodes]
 
     def allocate(self, assignment: Assignment) -> None:
         """Commit a placement; refuse (and change nothing) if it over-commits anything."""
@@ -143,52 +172,13 @@ class ClusterState:
         return assignment
 
     def _check_fits(self, a: Assignment) -> None:
-        req, node = a.request, a.node
+        """Refuse `a` unless its node is this state's and every resource check passes there."""
+        node = a.node
         if not 0 <= node < len(self.nodes) or self.names[node] != a.node_name:
             raise OverCommitError(f"pod {a.pod}: unknown node {a.node_name!r} (index {node})")
-        where = f"pod {a.pod} on {a.node_name}"
-        if self.cpu_left[node] < req.cpu_milli:
-            raise OverCommitError(f"{where}: cpu {req.cpu_milli}m > {self.cpu_left[node]}m free")
-        if self.mem_left[node] < req.memory_mib:
-            raise OverCommitError(f"{where}: memory {req.memory_mib}Mi > {self.mem_left[node]}Mi free")
-        if self.pod_count[node] + 1 > self.max_pods[node]:
-            raise OverCommitError(f"{where}: node already runs {self.pod_count[node]} pods")
-        if len(a.gpus) != req.gpu_count:
-            raise OverCommitError(f"{where}: {len(a.gpus)} GPU ids for a {req.gpu_count}-GPU request")
-        if len(set(a.gpus)) != len(a.gpus):
-            raise OverCommitError(f"{where}: the same GPU listed twice {a.gpus}")
-        for gpu in a.gpus:
-            if not 0 <= gpu < self.gpu_count[node]:
-                raise OverCommitError(f"{where}: GPU {gpu} does not exist")
-            if self.gpu_left[node, gpu] < req.gpu_milli:
-                raise OverCommitError(
-                    f"{where}: GPU {gpu} has {self.gpu_left[node, gpu]}m free, needs {req.gpu_milli}m"
-                )
-            if req.is_fraction:
-                self._check_share(where, node, gpu, req)
-        replicas = int(self.replicas[node])
-        one_slice = req.is_fraction and req.gpu_milli == slice_milli(replicas)
-        if req.gpu_count and replicas > 1 and not one_slice:
-            raise OverCommitError(
-                f"{where}: GPUs here are time-sliced into {replicas} replicas; "
-                f"a pod takes one {slice_milli(replicas)}m slice, not {req.describe()}"
-            )
-        wanted = {m for m in req.gpu_models if m}  # blank names constrain nothing, as in the filter
-        if (req.gpu_count or req.is_mig) and wanted:
-            model = self.nodes[node].gpu_model
-            if model not in wanted:
-                raise OverCommitError(f"{where}: GPU model {model} not in {req.gpu_models}")
-
-    def _check_share(self, where: str, node: int, gpu: int, req: Request) -> None:
-        """A fraction also needs a sharer slot and its GPU memory on the GPU."""
-        sharers, cap = self.gpu_sharers[node, gpu], self.sharer_cap[node, gpu]
-        if sharers >= cap:
-            raise OverCommitError(f"{where}: GPU {gpu} already has {sharers} sharers (limit {cap})")
-        free = self.gpu_mem_left[node, gpu]
-        if free < req.gpu_memory_mib:
-            raise OverCommitError(
-                f"{where}: GPU {gpu} has {free}MiB GPU memory free, needs {req.gpu_memory_mib}MiB"
-            )
+        reason = refusal_of(self, a)
+        if reason is not None:
+            raise OverCommitError(f"pod {a.pod} on {a.node_name}: {reason}")
 
     def _apply(self, a: Assignment, sign: int) -> None:
         req, node = a.request, a.node

@@ -17,11 +17,14 @@ to time-sliced nodes (the plugin there serves neither).
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from placement.model import MILLI_PER_GPU, Request
+
+if TYPE_CHECKING:
+    from placement.state import ClusterState
 
 IntOrArray = TypeVar("IntOrArray", int, np.ndarray)
 
@@ -32,6 +35,12 @@ REASON_SLICED_KIND = "node(s) time-slice their GPUs (whole-GPU replicas only)"
 def slice_milli(replicas: IntOrArray) -> IntOrArray:
     """One replica's share of its GPU in milli-GPU; N of them never exceed a GPU (also per node)."""
     return MILLI_PER_GPU // replicas
+
+
+def is_slice_size(milli: int) -> bool:
+    """Whether some replica count (2 or more) slices a GPU into shares of exactly `milli`."""
+    replicas = MILLI_PER_GPU // milli if milli > 0 else 0
+    return replicas >= 2 and slice_milli(replicas) == milli
 
 
 def takes_a_slice(gpu_count: IntOrArray, gpu_milli: IntOrArray) -> bool | np.ndarray:
@@ -60,3 +69,13 @@ def refusal(request: Request) -> str:
     if request.gpu_count > 1 and request.gpu_milli == MILLI_PER_GPU:
         return REASON_SLICED_MULTI
     return REASON_SLICED_KIND
+
+
+def routes(state: ClusterState, request: Request) -> list[tuple[np.ndarray, Request | None]]:
+    """Where `request` may go and as what: per replica count present (ordinary nodes first),
+    those nodes and the request as translated there (None: refused there; a CPU-only
+    request goes everywhere as it is). `Placer` tries them in this order, and whatever
+    asks whether a request fits asks these questions."""
+    if request.is_cpu_only:
+        return [(group, request) for _, group in state.replica_groups]
+    return [(group, replica_request(request, replicas)) for replicas, group in state.replica_groups]

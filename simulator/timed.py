@@ -24,18 +24,21 @@ Event order (deterministic). Events are grouped by timestamp; at one time `t`:
 Then the metrics are recorded for `t` (one *step*).
 
 Retry pass. Pending pods are retried only when capacity was freed (a
-departure), in arrival order (FIFO; priority is not modelled). Nothing is
-released during a pass, so once a request fails, any request that needs at
-least as much of everything (same or more CPU, memory, GPUs and per-GPU
-milli, an allowed-model set that is the same or narrower) fails too and is
-skipped without a placement attempt. Identical requests are grouped, and
-since the last complete pass only the released nodes gained capacity, so one
-vectorised check of every pending request against those nodes (CPU, memory,
-GPU model, per-node GPU summaries) picks the few requests worth trying; a pass
-costs O(distinct pending requests) numpy work, not O(queue) Python work.
-``retry_limit`` caps the placement attempts (full feasibility checks) per
-pass; pods not reached wait for the next departure, and the released nodes
-are remembered until a pass completes.
+departure), in arrival order (FIFO; priority is not modelled). Every question
+is the placement core's own (`placement.checks`, asked through
+`Placer.fits`, so time-sliced nodes see the request as `Placer` translates it).
+Identical requests are grouped, and since the last complete pass only the
+released nodes gained capacity, so one vectorised check of every pending
+request against those nodes (`simulator.pending`) picks the requests that fit;
+a pass costs O(distinct pending requests) numpy work, not O(queue) Python work.
+Nothing is released during a pass, so once a request fails, any request that
+needs at least as much in every check (`Placer.needs_at_least`: CPU, memory,
+pod slot, GPU count, milli and GPU memory, models, MIG profile and count, on
+every kind of node) fails too and is skipped without a placement attempt. The
+outcome is that of retrying every pending pod at every event
+(tests/test_timed_naive.py). ``retry_limit`` caps the placement attempts
+(feasibility checks) per pass; pods not reached wait for the next departure,
+and the released nodes are remembered until a pass completes.
 
 Pods with ``deletion_time`` None run forever; a pod whose ``deletion_time``
 equals its ``creation_time`` never occupies anything and is counted as
@@ -71,13 +74,13 @@ from placement import (
     NumpyInts,
     Placer,
     PolicyContext,
-    Request,
+    TargetWorkload,
     create_policy,
 )
-from placement.fit import feasible_mask, model_mask
 from placement.migplace import MigChoice, MigChooser
 from simulator.metrics import FragmentationRecorder
 from simulator.migmetrics import MigFragmentationMeter, mig_demand
+from simulator.pending import PendingQueue
 from simulator.replay import target_workload
 from simulator.trace import PodRecord, Trace
 
@@ -236,39 +239,6 @@ class TimedResult:
         }
 
 
-def _requirement(request: Request) -> tuple[int, int, int, int, frozenset[str] | None, str, int]:
-    """(cpu, memory, GPU count, per-GPU milli, allowed models or None for any, MIG profile, MIG count)."""
-    models = frozenset(m for m in request.gpu_models if m) or None
-    return (
-        request.cpu_milli,
-        request.memory_mib,
-        request.gpu_count,
-        request.gpu_milli,
-        models,
-        request.mig_profile,
-        request.mig_count,
-    )
-
-
-def _needs_at_least(big: tuple, small: tuple) -> bool:
-    """True when `big` can fit only where `small` fits too (so `small` failing dooms `big`)."""
-    cpu, mem, count, milli, models, profile, instances = big
-    s_cpu, s_mem, s_count, s_milli, s_models, s_profile, s_instances = small
-    if cpu < s_cpu or mem < s_mem:
-        return False
-    if s_instances or instances:  # MIG rooms are not ordered against milli-GPU: same profile only
-        if s_instances == 0 and s_count == 0:
-            return True
-        if profile != s_profile or instances < s_instances:
-            return False
-        return s_models is None or (models is not None and models <= s_models)
-    if s_count == 0:
-        return True  # the small one needs no GPU: the big one needs cpu/memory/pod slot at least as much
-    if count < s_count or milli < s_milli:
-        return False
-    return s_models is None or (models is not None and models <= s_models)
-
-
 def _timeline(
     trace: Trace, on_missing_creation: MissingCreation
 ) -> tuple[list[tuple[float, str, PodRecord]], list[tuple[float, str]], int, int]:
@@ -316,101 +286,251 @@ def _timeline(
     return arrivals, departures, zero, skipped
 
 
-class _Queue:
-    """Pending pods grouped by identical request; each group keeps arrival order.
+class _Steps:
+    """The per-step rows of `TimedSeries`; fragmentation from snapshots of the nodes that
+    changed (one version compare per step), evaluated in batches at the end."""
 
-    Every distinct request gets an id and a row in numpy arrays of its needs, so
-    that a retry pass can find, in one vectorised step, the few requests that
-    could possibly fit on the nodes released since they last did not fit.
+    def __init__(self, state: ClusterState, target: TargetWorkload, demand: dict[str, float] | None):
+        self.state = state
+        self.recorder = FragmentationRecorder(Fragmentation(target, state), state)
+        self.mig_meter = MigFragmentationMeter(state, demand) if state.mig.capable.any() else None
+        self.seen_version = state.version.copy()
+        self.time: list[float] = []
+        self.allocated: list[int] = []
+        self.pending: list[int] = []
+        self.running: list[int] = []
+        self.mig_frag: list[float] = []
+
+    def record(self, now: float, allocated: int, pending: int) -> None:
+        state = self.state
+        changed = np.flatnonzero(self.seen_version != state.version)
+        if changed.size:
+            self.seen_version[changed] = state.version[changed]
+            self.recorder.record(len(self.time), changed)
+            if self.mig_meter is not None:
+                self.mig_meter.update(changed)
+        if self.mig_meter is not None:
+            self.mig_frag.append(self.mig_meter.total)
+        self.time.append(now)
+        self.allocated.append(allocated)
+        self.pending.append(pending)
+        self.running.append(len(state.live))
+
+    def series(self) -> TimedSeries:
+        frag, idle = self.recorder.totals(len(self.time))
+        return TimedSeries(
+            time=np.array(self.time, dtype=np.float64),
+            allocated_milli=np.array(self.allocated, dtype=np.int64),
+            frag_milli=np.array(frag, dtype=np.float64),
+            idle_milli=np.array(idle, dtype=np.float64),
+            pending=np.array(self.pending, dtype=np.int64),
+            running=np.array(self.running, dtype=np.int64),
+            total_milli=self.state.total_gpu_milli,
+            mig_frag_slices=np.array(self.mig_frag, dtype=np.float64) if self.mig_meter is not None else None,
+        )
+
+
+class TimedReplay:
+    """One timed replay of a trace: the cluster, its pending queue and what happened so far.
+
+    `run` processes the event times in order; each `step` is departures, a retry
+    pass, arrivals and expiries, as the module docstring lays out.
     """
 
-    def __init__(self, state: ClusterState) -> None:
-        self.state = state
-        self.groups: dict[Request, dict[str, int]] = {}  # request -> {pod: arrival seq}
-        self.request_of: dict[str, Request] = {}
-        self.since: dict[str, float] = {}  # pod -> creation time
-        self.ids: dict[Request, int] = {}
-        self.requests: list[Request] = []
-        self.needs: list[tuple] = []  # per id: _requirement(request)
-        self._grow(16)
-
-    def _grow(self, rows: int) -> None:
-        """(Re)allocate the per-id arrays with room for `rows` ids, keeping the filled rows."""
-        used = len(self.requests)
-        old = getattr(self, "waiting", None)
-        fresh = {
-            "waiting": np.zeros(rows, dtype=np.int64),  # pods pending per id
-            "cpu": np.zeros(rows, dtype=np.int64),
-            "mem": np.zeros(rows, dtype=np.int64),
-            "count": np.zeros(rows, dtype=np.int64),
-            "milli": np.zeros(rows, dtype=np.int64),
-            "access": np.zeros((rows, len(self.state)), dtype=bool),  # GPU model allowed
-        }
-        for name, array in fresh.items():
-            if old is not None:
-                array[:used] = getattr(self, name)[:used]
-            setattr(self, name, array)
-
-    def __len__(self) -> int:
-        return len(self.request_of)
-
-    def __contains__(self, pod: str) -> bool:
-        return pod in self.request_of
-
-    def _id(self, request: Request) -> int:
-        rid = self.ids.get(request)
-        if rid is None:
-            rid = self.ids[request] = len(self.requests)
-            if rid >= len(self.waiting):
-                self._grow(2 * len(self.waiting))
-            self.requests.append(request)
-            self.needs.append(_requirement(request))
-            self.cpu[rid], self.mem[rid] = request.cpu_milli, request.memory_mib
-            self.count[rid], self.milli[rid] = request.gpu_count, request.gpu_milli
-            self.access[rid] = model_mask(self.state, request.gpu_models) if request.gpu_count else True
-        return rid
-
-    def push(self, pod: str, request: Request, seq: int, created: float) -> None:
-        self.groups.setdefault(request, {})[pod] = seq
-        self.request_of[pod] = request
-        self.since[pod] = created
-        rid = self._id(request)  # may regrow `waiting`, so it is looked up after this
-        self.waiting[rid] += 1
-
-    def remove(self, pod: str) -> float:
-        request = self.request_of.pop(pod)
-        group = self.groups[request]
-        del group[pod]
-        if not group:
-            del self.groups[request]
-        self.waiting[self.ids[request]] -= 1
-        return self.since.pop(pod)
-
-    def head(self, request: Request) -> tuple[int, str]:
-        group = self.groups[request]
-        pod = next(iter(group))
-        return group[pod], pod
-
-    def candidates(self, nodes: np.ndarray) -> np.ndarray:
-        """Ids of pending requests that pass cheap necessary fit checks on one of `nodes`.
-
-        CPU, memory, GPU model and the per-node GPU summaries are checked (looser
-        than `placement.fit.feasible_mask`, which still decides); a request
-        failing here cannot fit on any of `nodes`.
-        """
-        live = np.flatnonzero(self.waiting > 0)
-        if live.size == 0 or nodes.size == 0:
-            return live[:0]
-        state = self.state
-        count, milli = self.count[live], self.milli[live]
-        ok = (self.cpu[live, None] <= state.cpu_left[nodes]) & (self.mem[live, None] <= state.mem_left[nodes])
-        gpu_ok = np.where(
-            (milli < MILLI_PER_GPU)[:, None],
-            milli[:, None] <= state.gpu_max_left[nodes],
-            count[:, None] <= state.gpu_free_count[nodes],
+    def __init__(
+        self,
+        trace: Trace,
+        policy: str,
+        seed: int = 0,
+        *,
+        max_wait: float | None = None,
+        retry_limit: int = 1000,
+        samples: int = 200,
+        on_missing_creation: MissingCreation = "error",
+        mig_choice: MigChoice = "aware",
+        mig_reconfig_s: float = 0.0,
+    ) -> None:
+        if max_wait is not None and max_wait < 0:
+            raise ValueError(f"max_wait must be >= 0 seconds or None, got {max_wait}")
+        if retry_limit < 1:
+            raise ValueError(f"retry_limit must be at least 1, got {retry_limit}")
+        if samples < 1:
+            raise ValueError(f"samples must be at least 1, got {samples}")
+        if mig_reconfig_s < 0:
+            raise ValueError(f"mig_reconfig_s must be >= 0 seconds, got {mig_reconfig_s}")
+        self.trace, self.policy, self.seed = trace, policy, seed
+        self.max_wait, self.retry_limit, self.samples = max_wait, retry_limit, samples
+        self.mig_reconfig_s = mig_reconfig_s
+        self.arrivals, self.departures, self.zero_duration, self.skipped = _timeline(
+            trace, on_missing_creation
         )
-        ok &= (count == 0)[:, None] | (gpu_ok & self.access[np.ix_(live, nodes)])
-        return live[ok.any(axis=1)]
+        self.state = ClusterState(sorted(trace.nodes, key=lambda n: n.name))
+        target, demand = target_workload(trace), mig_demand(trace)
+        self.placer = Placer(
+            self.state,
+            create_policy(policy, PolicyContext(rng=NumpyInts(seed), target=target)),
+            MigChooser(mig_choice, demand),
+        )
+        self.queue = PendingQueue(self.placer)
+        self.expiries: list[tuple[float, int, str]] = []  # (deadline, arrival seq, pod)
+        self.released: set[int] = set()  # nodes released since the last complete retry pass
+        self.steps = _Steps(self.state, target, demand)
+        self.start_time: dict[str, float] = {}
+        self.delays: list[float] = []
+        self.outcome: dict[str, str] = {}
+        self.reasons: dict[str, str] = {}
+        self.allocated = 0  # milli-GPU held by running pods
+        self.placed_immediately = self.placed_after_wait = self.timed_out = self.withdrawn = 0
+        self.departed = self.retry_passes = self.retry_attempts = 0
+        self._arrived = self._departed_idx = self._seq = 0
+
+    def run(self, progress: Callable[[int], None] | None = None) -> TimedResult:
+        """Replay every event; `progress(n)` as in `run_timed`."""
+        reported = 0
+        while (now := self._next_time()) is not None:
+            self.step(now)
+            if progress is not None and self._arrived - reported >= 1000:
+                progress(self._arrived - reported)
+                reported = self._arrived
+        if progress is not None and self._arrived > reported:
+            progress(self._arrived - reported)
+        assert self.allocated == self.state.allocated_gpu_milli, "allocation bookkeeping out of step"
+        return self._result()
+
+    def _next_time(self) -> float | None:
+        """The earliest pending arrival, departure or expiry; None when nothing is left."""
+        inf = math.inf
+        now = min(
+            self.arrivals[self._arrived][0] if self._arrived < len(self.arrivals) else inf,
+            self.departures[self._departed_idx][0] if self._departed_idx < len(self.departures) else inf,
+            self.expiries[0][0] if self.expiries else inf,
+        )
+        return None if now == inf else now
+
+    def step(self, now: float) -> None:
+        """Everything that happens at `now`, then one row of metrics."""
+        freed = self._depart(now)
+        if not len(self.queue) or (freed and self._retry_pass(now)):
+            self.released.clear()  # every pending pod has been checked against all nodes since
+        self._arrive(now)
+        self._expire(now)
+        self.steps.record(now, self.allocated, len(self.queue))
+
+    def _depart(self, now: float) -> bool:
+        """Departures at `now`: running pods release, pending ones are withdrawn. True if any released."""
+        freed = False
+        while self._departed_idx < len(self.departures) and self.departures[self._departed_idx][0] == now:
+            pod = self.departures[self._departed_idx][1]
+            self._departed_idx += 1
+            if pod in self.state.live:
+                gone = self.state.release(pod)
+                self.allocated -= gone.request.total_gpu_milli
+                self.released.add(gone.node)
+                self.departed += 1
+                freed = True
+            elif pod in self.queue:
+                self.queue.remove(pod)
+                self.outcome[pod] = WITHDRAWN
+                self.withdrawn += 1
+        return freed
+
+    def _retry_pass(self, now: float) -> bool:
+        """One FIFO pass over the pending requests that fit now; False if cut by `retry_limit`.
+
+        Since the last complete pass only the released nodes gained capacity, so a pending
+        request fits now only on one of them; nothing is released during the pass, so a
+        request that failed dooms every request that needs at least as much.
+        """
+        self.retry_passes += 1
+        queue = self.queue
+        released = np.fromiter(sorted(self.released), dtype=np.int64, count=len(self.released))
+        heap = [(queue.head(queue.requests[rid])[0], int(rid)) for rid in queue.candidates(released)]
+        heapq.heapify(heap)
+        failed: list[int] = []
+        tried = 0
+        while heap and tried < self.retry_limit:
+            _, rid = heapq.heappop(heap)
+            if queue.doomed(rid, failed):
+                continue
+            request = queue.requests[rid]
+            tried += 1
+            if not self.placer.fits(request, released).any():
+                failed.append(rid)
+                continue
+            _, pod = queue.head(request)
+            decision = self.placer.place(pod, request)
+            if not isinstance(decision, Assignment):  # cannot happen: `fits` said it fits
+                failed.append(rid)
+                continue
+            self._start(pod, decision, now, queue.remove(pod))
+            self.placed_after_wait += 1
+            if request in queue.groups:
+                heapq.heappush(heap, (queue.head(request)[0], rid))
+        self.retry_attempts += tried
+        return not heap
+
+    def _arrive(self, now: float) -> None:
+        """Arrivals at `now`, by name: placed at once if they fit, else queued."""
+        while self._arrived < len(self.arrivals) and self.arrivals[self._arrived][0] == now:
+            _, pod, record = self.arrivals[self._arrived]
+            self._arrived += 1
+            self._seq += 1
+            decision = self.placer.place(pod, record.request)
+            if isinstance(decision, Assignment):
+                self._start(pod, decision, now, now)
+                self.placed_immediately += 1
+                continue
+            self.queue.push(pod, record.request, self._seq, now)
+            self.outcome[pod] = PENDING
+            self.reasons[pod] = decision.message
+            if self.max_wait is not None:
+                heapq.heappush(self.expiries, (now + self.max_wait, self._seq, pod))
+
+    def _expire(self, now: float) -> None:
+        """Pods pending for `max_wait` fail (stale entries of pods placed or withdrawn are dropped)."""
+        while self.expiries and self.expiries[0][0] <= now:
+            _, _, pod = heapq.heappop(self.expiries)
+            if pod in self.queue:
+                self.queue.remove(pod)
+                self.outcome[pod] = TIMED_OUT
+                self.timed_out += 1
+
+    def _start(self, pod: str, assignment: Assignment, now: float, created: float) -> None:
+        self.state.allocate(assignment)
+        self.allocated += assignment.request.total_gpu_milli
+        if assignment.mig_plans:
+            now += self.mig_reconfig_s
+        self.start_time[pod] = now
+        self.delays.append(now - created)
+        self.outcome[pod] = PLACED
+
+    def _result(self) -> TimedResult:
+        steps = self.steps.series()
+        grid = steps.at(np.linspace(steps.time[0], steps.time[-1], self.samples)) if len(steps) else steps
+        return TimedResult(
+            workload=self.trace.name,
+            policy=self.policy,
+            seed=self.seed,
+            max_wait=self.max_wait,
+            total_gpus=steps.total_milli // MILLI_PER_GPU,
+            steps=steps,
+            grid=grid,
+            start_time=self.start_time,
+            delays=np.array(self.delays, dtype=np.float64),
+            outcome=self.outcome,
+            reasons=self.reasons,
+            placed_immediately=self.placed_immediately,
+            placed_after_wait=self.placed_after_wait,
+            timed_out=self.timed_out,
+            withdrawn=self.withdrawn,
+            pending_at_end=len(self.queue),
+            zero_duration=self.zero_duration,
+            skipped_no_time=self.skipped,
+            departures=self.departed,
+            retry_passes=self.retry_passes,
+            retry_attempts=self.retry_attempts,
+            state=self.state,
+        )
 
 
 def run_timed(
@@ -438,198 +558,15 @@ def run_timed(
     at least 1000 have accumulated, then the rest), so its total is the number
     of replayed pods.
     """
-    if max_wait is not None and max_wait < 0:
-        raise ValueError(f"max_wait must be >= 0 seconds or None, got {max_wait}")
-    if retry_limit < 1:
-        raise ValueError(f"retry_limit must be at least 1, got {retry_limit}")
-    if samples < 1:
-        raise ValueError(f"samples must be at least 1, got {samples}")
-    if mig_reconfig_s < 0:
-        raise ValueError(f"mig_reconfig_s must be >= 0 seconds, got {mig_reconfig_s}")
-    arrivals, departures, zero, skipped = _timeline(trace, on_missing_creation)
-
-    state = ClusterState(sorted(trace.nodes, key=lambda n: n.name))
-    target = target_workload(trace)
-    demand = mig_demand(trace)
-    placer = Placer(
-        state,
-        create_policy(policy, PolicyContext(rng=NumpyInts(seed), target=target)),
-        MigChooser(mig_choice, demand),
-    )
-    queue = _Queue(state)
-    expiries: list[tuple[float, int, str]] = []  # (deadline, arrival seq, pod)
-    released: set[int] = set()  # nodes released since the last complete retry pass
-
-    start_time: dict[str, float] = {}
-    delays: list[float] = []
-    outcome: dict[str, str] = {}
-    reasons: dict[str, str] = {}
-    counts = {"immediate": 0, "waited": 0, "timed_out": 0, "withdrawn": 0, "departures": 0}
-    passes = attempts = 0
-
-    # Fragmentation is evaluated after the run from snapshots of the nodes that changed
-    # at each step; per step that costs one version compare.
-    recorder = FragmentationRecorder(Fragmentation(target, state), state)
-    mig_meter = MigFragmentationMeter(state, demand) if state.mig.capable.any() else None
-    rows_mig_frag: list[float] = []
-    seen_version = state.version.copy()
-    rows_t: list[float] = []
-    rows_alloc: list[int] = []
-    rows_pending: list[int] = []
-    rows_running: list[int] = []
-    allocated = 0
-
-    def start(pod: str, assignment: Assignment, now: float, created: float) -> None:
-        nonlocal allocated
-        state.allocate(assignment)
-        allocated += assignment.request.total_gpu_milli
-        if assignment.mig_plans:
-            now += mig_reconfig_s
-        start_time[pod] = now
-        delays.append(now - created)
-        outcome[pod] = PLACED
-
-    def retry_pass(now: float) -> bool:
-        """One FIFO pass over the pending requests that may fit now; False if cut by retry_limit."""
-        nonlocal passes, attempts
-        passes += 1
-        # Since the last complete pass, only `released` nodes gained capacity, so a pending
-        # request can fit now only on one of them (feasibility is monotone in free capacity).
-        heap = []
-        for rid in queue.candidates(np.fromiter(released, dtype=np.int64, count=len(released))):
-            request = queue.requests[rid]
-            heap.append((queue.head(request)[0], rid))
-        heapq.heapify(heap)
-        failed: list[tuple] = []
-        tried = 0
-        while heap and tried < retry_limit:
-            _, rid = heapq.heappop(heap)
-            need = queue.needs[rid]
-            if any(_needs_at_least(need, f) for f in failed):
-                continue
-            request = queue.requests[rid]
-            tried += 1
-            if not feasible_mask(state, request).any():
-                failed.append(need)
-                continue
-            _, pod = queue.head(request)
-            decision = placer.place(pod, request)
-            if not isinstance(decision, Assignment):  # cannot happen: the filter said it fits
-                failed.append(need)
-                continue
-            created = queue.remove(pod)
-            start(pod, decision, now, created)
-            counts["waited"] += 1
-            if request in queue.groups:
-                heapq.heappush(heap, (queue.head(request)[0], rid))
-        attempts += tried
-        return not heap
-
-    n_arr, n_dep = len(arrivals), len(departures)
-    i = j = 0
-    seq = 0
-    reported = 0
-    inf = math.inf
-    while i < n_arr or j < n_dep or expiries:
-        now = min(
-            arrivals[i][0] if i < n_arr else inf,
-            departures[j][0] if j < n_dep else inf,
-            expiries[0][0] if expiries else inf,
-        )
-        # 1. departures
-        freed = False
-        while j < n_dep and departures[j][0] == now:
-            pod = departures[j][1]
-            j += 1
-            if pod in state.live:
-                gone = state.release(pod)
-                allocated -= gone.request.total_gpu_milli
-                released.add(gone.node)
-                counts["departures"] += 1
-                freed = True
-            elif pod in queue:
-                queue.remove(pod)
-                outcome[pod] = WITHDRAWN
-                counts["withdrawn"] += 1
-        # 2. retries, only when capacity was freed
-        if not len(queue) or (freed and retry_pass(now)):
-            released.clear()  # every pending pod has been checked against all nodes since
-        # 3. arrivals
-        while i < n_arr and arrivals[i][0] == now:
-            _, pod, record = arrivals[i]
-            i += 1
-            seq += 1
-            decision = placer.place(pod, record.request)
-            if isinstance(decision, Assignment):
-                start(pod, decision, now, now)
-                counts["immediate"] += 1
-            else:
-                queue.push(pod, record.request, seq, now)
-                outcome[pod] = PENDING
-                reasons[pod] = decision.message
-                if max_wait is not None:
-                    heapq.heappush(expiries, (now + max_wait, seq, pod))
-        # 4. max-wait expiries (stale entries of pods already placed or withdrawn are dropped)
-        while expiries and expiries[0][0] <= now:
-            _, _, pod = heapq.heappop(expiries)
-            if pod in queue:
-                queue.remove(pod)
-                outcome[pod] = TIMED_OUT
-                counts["timed_out"] += 1
-        # metrics of this step
-        changed = np.flatnonzero(seen_version != state.version)
-        if changed.size:
-            seen_version[changed] = state.version[changed]
-            recorder.record(len(rows_t), changed)
-            if mig_meter is not None:
-                mig_meter.update(changed)
-        if mig_meter is not None:
-            rows_mig_frag.append(mig_meter.total)
-        rows_t.append(now)
-        rows_alloc.append(allocated)
-        rows_pending.append(len(queue))
-        rows_running.append(len(state.live))
-        if progress is not None and i - reported >= 1000:
-            progress(i - reported)
-            reported = i
-    if progress is not None and i > reported:
-        progress(i - reported)
-
-    total_milli = state.total_gpu_milli
-    assert allocated == state.allocated_gpu_milli, "allocation bookkeeping out of step with the state"
-    rows_frag, rows_idle = recorder.totals(len(rows_t))
-    steps = TimedSeries(
-        time=np.array(rows_t, dtype=np.float64),
-        allocated_milli=np.array(rows_alloc, dtype=np.int64),
-        frag_milli=np.array(rows_frag, dtype=np.float64),
-        idle_milli=np.array(rows_idle, dtype=np.float64),
-        pending=np.array(rows_pending, dtype=np.int64),
-        running=np.array(rows_running, dtype=np.int64),
-        total_milli=total_milli,
-        mig_frag_slices=np.array(rows_mig_frag, dtype=np.float64) if mig_meter is not None else None,
-    )
-    grid = steps.at(np.linspace(steps.time[0], steps.time[-1], samples)) if len(steps) else steps
-    return TimedResult(
-        workload=trace.name,
-        policy=policy,
-        seed=seed,
+    replay = TimedReplay(
+        trace,
+        policy,
+        seed,
         max_wait=max_wait,
-        total_gpus=total_milli // MILLI_PER_GPU,
-        steps=steps,
-        grid=grid,
-        start_time=start_time,
-        delays=np.array(delays, dtype=np.float64),
-        outcome=outcome,
-        reasons=reasons,
-        placed_immediately=counts["immediate"],
-        placed_after_wait=counts["waited"],
-        timed_out=counts["timed_out"],
-        withdrawn=counts["withdrawn"],
-        pending_at_end=len(queue),
-        zero_duration=zero,
-        skipped_no_time=skipped,
-        departures=counts["departures"],
-        retry_passes=passes,
-        retry_attempts=attempts,
-        state=state,
+        retry_limit=retry_limit,
+        samples=samples,
+        on_missing_creation=on_missing_creation,
+        mig_choice=mig_choice,
+        mig_reconfig_s=mig_reconfig_s,
     )
+    return replay.run(progress)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from placement import NodeSpec, Request
+from placement.checks import needs_at_least
 from placement.mig import MigLayout, mig_fragmentation
 from placement.model import MigSpec
 from simulator.experiment import TraceSource
 from simulator.migmetrics import MigFragmentationMeter, mig_demand
-from simulator.timed import PLACED, _needs_at_least, _requirement, run_timed
+from simulator.timed import PLACED, run_timed
 from simulator.trace import PodRecord, Trace
 from simulator.traces.migmix import MigMixConfig, generate_mig_mix
 
@@ -77,16 +78,16 @@ def test_existing_instances_need_no_reconfiguration():
 
 
 def test_a_failed_mig_request_dooms_only_the_same_profile_in_a_retry_pass():
-    small_mig = _requirement(Request(cpu_milli=1000, mig_profile="1g.10gb", mig_count=1))
-    big_mig = _requirement(Request(cpu_milli=2000, mig_profile="1g.10gb", mig_count=2))
-    other_mig = _requirement(Request(cpu_milli=2000, mig_profile="3g.40gb", mig_count=1))
-    cpu = _requirement(Request(cpu_milli=2000))
-    whole = _requirement(Request(cpu_milli=2000, gpu_count=1, gpu_milli=1000))
-    assert _needs_at_least(big_mig, small_mig)
-    assert not _needs_at_least(other_mig, small_mig)
-    assert not _needs_at_least(cpu, small_mig)
-    assert not _needs_at_least(whole, small_mig)
-    assert _needs_at_least(big_mig, _requirement(Request(cpu_milli=500)))
+    small_mig = Request(cpu_milli=1000, mig_profile="1g.10gb", mig_count=1)
+    big_mig = Request(cpu_milli=2000, mig_profile="1g.10gb", mig_count=2)
+    other_mig = Request(cpu_milli=2000, mig_profile="3g.40gb", mig_count=1)
+    cpu = Request(cpu_milli=2000)
+    whole = Request(cpu_milli=2000, gpu_count=1, gpu_milli=1000)
+    assert needs_at_least(big_mig, small_mig)
+    assert not needs_at_least(other_mig, small_mig)
+    assert not needs_at_least(cpu, small_mig)
+    assert not needs_at_least(whole, small_mig)
+    assert needs_at_least(big_mig, Request(cpu_milli=500))
 
 
 def test_trace_source_builds_the_mig_mix():
