@@ -69,27 +69,39 @@ class RequestTable:
     def rows(self, ids: np.ndarray) -> Rows:
         return Rows(self, ids)
 
-    def fits(self, ids: np.ndarray, nodes: np.ndarray) -> np.ndarray:
-        """[len(ids), len(nodes)]: where each row's request fits now (a None row nowhere)."""
-        rows = self.rows(ids)
+    def fits(self, rows: np.ndarray | Rows, nodes: np.ndarray) -> np.ndarray:
+        """[len(rows), len(nodes)]: where each row's request fits now (a None row nowhere);
+        `rows` are ids, or `Rows` to ask again about."""
+        if not isinstance(rows, Rows):
+            rows = self.rows(rows)
         return passes(self.state, rows, nodes) & rows.present
 
 
 class Rows:
-    """Rows `ids` of a table, with the fields of `Request` as [R, 1] columns."""
+    """Rows `ids` of a table, with the fields of `Request` as [R, 1] columns (each taken from
+    the table when a check first reads it)."""
 
     def __init__(self, table: RequestTable, ids: np.ndarray):
         self.table, self.ids = table, ids
-        for name, column in table.columns.items():
-            setattr(self, name, column[ids, None])
         self.present = table.present[ids, None]
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        columns = self.__dict__["table"].columns
+        if name not in columns:
+            raise AttributeError(name)
+        column = columns[name][self.ids, None]
+        setattr(self, name, column)
+        return column
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def allowed(self, nodes: Nodes) -> np.ndarray:
         """[R, nodes]: the node's GPU model is one the row's request allows."""
-        return self.table.access[self.ids][:, nodes]
+        access = self.table.access
+        if isinstance(nodes, np.ndarray):
+            return access[self.ids[:, None], nodes]
+        return access[self.ids][:, nodes]
 
     def mig_room(self, state: ClusterState, nodes: Nodes) -> np.ndarray:
         """[R, nodes]: instances of the row's MIG profile each node could give (0: no profile)."""

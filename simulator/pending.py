@@ -6,7 +6,8 @@ distinct request gets an id and, for each kind of node `Placer` distinguishes
 count), a row holding the request as translated there in a
 `placement.requests.RequestTable`. A retry pass thus asks, in one vectorised step
 per kind of node, the filter's own question (`placement.checks`) of every pending
-request on the nodes released since they last did not fit.
+request on the nodes released since they last did not fit, and after each
+placement asks it again of the one node that changed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from placement import Placer, Request
-from placement.requests import RequestTable
+from placement.requests import RequestTable, Rows
 from placement.timeslice import routes
 
 
@@ -32,6 +33,13 @@ class PendingQueue:
         state = placer.state
         self.tables = [(group, RequestTable(state)) for _, group in state.replica_groups]
         self._dooms: dict[tuple[int, int], bool] = {}
+        self._ids = np.zeros(0, dtype=np.int64)  # the current pass's candidates
+        self._fit = np.zeros((0, 0), dtype=bool)  # per candidate and released node: fits now
+        self._row: dict[int, int] = {}
+        self._column: dict[int, int] = {}
+        self._rows: dict[int, Rows] = {}  # per table: the candidates' rows, once asked again
+        self._live = np.zeros(0, dtype=np.int64)  # the ids pending at the last pass
+        self._live_rows: dict[int, Rows] = {}  # per table: their rows
 
     def __len__(self) -> int:
         return len(self.request_of)
@@ -75,17 +83,44 @@ class PendingQueue:
         pod = next(iter(group))
         return group[pod], pod
 
-    def candidates(self, nodes: np.ndarray) -> np.ndarray:
-        """Ids of pending requests that fit now on one of `nodes` (where `Placer.fits` says so)."""
+    def open_pass(self, nodes: np.ndarray) -> np.ndarray:
+        """Start a retry pass over the released `nodes`: the ids of pending requests that fit
+        on one of them now (as `Placer.fits` would say). Until the next pass, `fits` answers
+        for those ids and `changed` keeps the answers in step with placements."""
         live = np.flatnonzero(self.waiting > 0)
-        if live.size == 0 or nodes.size == 0:
-            return live[:0]
-        ok = np.zeros(live.size, dtype=bool)
-        for group, table in self.tables:
-            here = nodes[group[nodes]]
-            if here.size:
-                ok |= table.fits(live, here).any(axis=1)
-        return live[ok]
+        if not np.array_equal(live, self._live):  # the rows' columns are reused while it holds
+            self._live, self._live_rows = live, {}
+        fit = np.zeros((live.size, nodes.size), dtype=bool)
+        if live.size:
+            for k, (group, table) in enumerate(self.tables):
+                inside = group[nodes]
+                if inside.any():
+                    rows = self._live_rows.get(k)
+                    if rows is None:
+                        rows = self._live_rows[k] = table.rows(live)
+                    fit[:, inside] = table.fits(rows, nodes[inside])
+        ok = fit.any(axis=1)
+        self._ids, self._fit = live[ok], fit[ok]
+        self._rows = {}
+        self._row = {rid: i for i, rid in enumerate(self._ids.tolist())}
+        self._column = {node: j for j, node in enumerate(nodes.tolist())}
+        return self._ids
+
+    def fits(self, rid: int) -> bool:
+        """Whether request `rid` (an id `open_pass` returned) fits on a released node now."""
+        return bool(self._fit[self._row[rid]].any())
+
+    def changed(self, node: int) -> None:
+        """Node `node` was just written: ask again whether each candidate fits there."""
+        j = self._column.get(node)
+        if j is None:
+            return
+        for k, (group, table) in enumerate(self.tables):
+            if group[node]:
+                rows = self._rows.get(k)
+                if rows is None:
+                    rows = self._rows[k] = table.rows(self._ids)
+                self._fit[:, j] = table.fits(rows, np.array([node]))[:, 0]
 
     def doomed(self, rid: int, failed: list[int]) -> bool:
         """Whether a request that failed since capacity was last freed needs no more than

@@ -25,12 +25,13 @@ Then the metrics are recorded for `t` (one *step*).
 
 Retry pass. Pending pods are retried only when capacity was freed (a
 departure), in arrival order (FIFO; priority is not modelled). Every question
-is the placement core's own (`placement.checks`, asked through
-`Placer.fits`, so time-sliced nodes see the request as `Placer` translates it).
+is the placement core's own (`placement.checks`), asked of each kind of node
+for the request as `Placer` translates it there (`placement.timeslice.routes`).
 Identical requests are grouped, and since the last complete pass only the
 released nodes gained capacity, so one vectorised check of every pending
-request against those nodes (`simulator.pending`) picks the requests that fit;
-a pass costs O(distinct pending requests) numpy work, not O(queue) Python work.
+request against those nodes (`simulator.pending`) picks the requests that fit,
+and each placement re-asks only about the node it changed; a pass costs
+O(distinct pending requests) numpy work, not O(queue) Python work.
 Nothing is released during a pass, so once a request fails, any request that
 needs at least as much in every check (`Placer.needs_at_least`: CPU, memory,
 pod slot, GPU count, milli and GPU memory, models, MIG profile and count, on
@@ -444,7 +445,7 @@ class TimedReplay:
         self.retry_passes += 1
         queue = self.queue
         released = np.fromiter(sorted(self.released), dtype=np.int64, count=len(self.released))
-        heap = [(queue.head(queue.requests[rid])[0], int(rid)) for rid in queue.candidates(released)]
+        heap = [(queue.head(queue.requests[rid])[0], int(rid)) for rid in queue.open_pass(released)]
         heapq.heapify(heap)
         failed: list[int] = []
         tried = 0
@@ -454,15 +455,16 @@ class TimedReplay:
                 continue
             request = queue.requests[rid]
             tried += 1
-            if not self.placer.fits(request, released).any():
+            if not queue.fits(rid):
                 failed.append(rid)
                 continue
             _, pod = queue.head(request)
             decision = self.placer.place(pod, request)
-            if not isinstance(decision, Assignment):  # cannot happen: `fits` said it fits
+            if not isinstance(decision, Assignment):  # cannot happen: the queue said it fits
                 failed.append(rid)
                 continue
             self._start(pod, decision, now, queue.remove(pod))
+            queue.changed(decision.node)
             self.placed_after_wait += 1
             if request in queue.groups:
                 heapq.heappush(heap, (queue.head(request)[0], rid))
