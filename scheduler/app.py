@@ -103,8 +103,10 @@ class Scheduler:
         self._heartbeat = time.monotonic()
         self._loop_errors = 0
         """Scheduling cycles in a row that failed unexpectedly (readiness)."""
-        self._binding: set[str] = set()
-        """Pods whose Binding is in flight in the bind pool."""
+        self._assumed_before: set[str] = set()
+        """Decisions assumed before the current cycle began (an error keeps those)."""
+        self._submitted: set[str] = set()
+        """Decisions the current cycle handed to the bind pool (an error keeps those too)."""
         self._cycle_settings = CycleSettings(
             mig_plan_timeout=config.migPlanTimeoutSeconds, preemption=config.preemption, pending=self._pending
         )
@@ -156,12 +158,9 @@ class Scheduler:
         self.metrics.leader.set(1)
         self.leading.set()
         with self.cache.lock:
-            problems = [
-                (node, self.cache.node_problem_message(node), quarantined)
-                for node, quarantined in self.cache.node_problems().items()
-            ]
-        for node, message, quarantined in problems:
-            self._post_node_event(node, message, quarantined)
+            problems = self.cache.node_problems()
+        for problem in problems:
+            self._post_node_event(problem)
         self._loop_thread = threading.Thread(target=self._loop, name="schedule", daemon=True)
         self._loop_thread.start()
 
@@ -219,7 +218,7 @@ class Scheduler:
 
     def _node_problems(self) -> dict[str, bool]:
         with self.cache.lock:
-            return self.cache.node_problems()
+            return {p.node: p.quarantined for p in self.cache.node_problems()}
 
     def _gpu_usage(self) -> dict[str, tuple[int, int, float, float]]:
         with self.cache.lock:
@@ -278,12 +277,12 @@ class Scheduler:
 
     def _node_problem(self, problem: NodeProblem) -> None:
         if self.leading.is_set():  # a new leader reports what stands when it takes over
-            self._post_node_event(problem.node, problem.message, problem.quarantined)
+            self._post_node_event(problem)
 
-    def _post_node_event(self, node: str, message: str, quarantined: bool) -> None:
-        reason = "GpuInventoryQuarantined" if quarantined else "GpuInventoryIgnored"
-        obj = {"metadata": {"name": node}}
-        self.recorder.event(obj, "Warning", reason, "ReadInventory", message, kind="Node")
+    def _post_node_event(self, problem: NodeProblem) -> None:
+        reason = "GpuInventoryQuarantined" if problem.quarantined else "GpuInventoryIgnored"
+        obj = {"metadata": {"name": problem.node}}
+        self.recorder.event(obj, "Warning", reason, "ReadInventory", problem.message, kind="Node")
 
     # -- the scheduling loop -------------------------------------------------------------
 
@@ -313,9 +312,9 @@ class Scheduler:
         self._loop_errors += 1
         self.metrics.attempts.labels("error").inc()
         with self.cache.lock:
-            for uid in list(self.cache.assumed):
-                if uid not in self._binding and uid not in self.cache.mig_waits:
-                    self.cache.forget(uid)
+            orphans = set(self.cache.assumed) - self._assumed_before - self._submitted
+            for uid in orphans - set(self.cache.mig_waits):
+                self.cache.forget(uid)  # assumed by this cycle, never to be bound
             self.cache.invalidate()
             rec = self.cache.pods.get(queued.uid)
         if rec is not None:
@@ -330,6 +329,7 @@ class Scheduler:
         """The scheduling cycle (`scheduler/cycle.py`, under the cache lock, no I/O), then what
         its outcome asks of the API server: bind, fail, preempt, or publish a MIG plan."""
         with self.cache.lock:
+            self._assumed_before, self._submitted = set(self.cache.assumed), set()
             outcome, elapsed = scheduling_cycle(self.cache, queued.uid, self._cycle_settings)
         match outcome:
             case Skip(park=park):
@@ -356,12 +356,8 @@ class Scheduler:
                 self._submit_bind(placed, rec, queued)
 
     def _submit_bind(self, placed: Placed, rec: PodRecord, queued: QueuedPod) -> None:
-        self._binding.add(placed.uid)
-        try:
-            self.binder.submit(self._bind, placed, rec, queued)
-        except BaseException:
-            self._binding.discard(placed.uid)
-            raise
+        self.binder.submit(self._bind, placed, rec, queued)
+        self._submitted.add(placed.uid)
 
     def _preempt(self, rec: PodRecord, preemption: Preemption) -> None:
         """Nominate the node on the pod, delete the victims, and retry the pod once they are gone."""
@@ -459,12 +455,6 @@ class Scheduler:
         self.recorder.event(rec.obj, "Warning", "FailedScheduling", "Scheduling", message)
 
     def _bind(self, placed: Placed, rec: PodRecord, queued: QueuedPod) -> None:
-        try:
-            self._post_binding(placed, rec, queued)
-        finally:
-            self._binding.discard(placed.uid)
-
-    def _post_binding(self, placed: Placed, rec: PodRecord, queued: QueuedPod) -> None:
         namespace, name = rec.key.split("/", 1)
         body = {
             "apiVersion": "v1",

@@ -85,10 +85,6 @@ class AccountingProblem:
     message: str
 
 
-def _reads_pods(plugin: object) -> bool:
-    return getattr(plugin, "name", "") in ("ExtendedResources", "PodAntiAffinity")
-
-
 @dataclass(frozen=True)
 class NodeProblem:
     """Something a node declares that the cache ignored or that closed the node (for an event)."""
@@ -212,16 +208,15 @@ class ClusterCache:
         if self.on_node_problem is not None:
             self.on_node_problem(NodeProblem(info.name, message, quarantined=why is not None))
 
-    def node_problem_message(self, name: str) -> str:
-        return self._node_reported.get(name, "")
-
-    def node_problems(self) -> dict[str, bool]:
-        """Nodes with a reported problem -> whether it quarantines them (for metrics)."""
-        return {
-            name: (self.nodes[name].quarantine is not None or name in self.quarantine_reasons)
-            for name in self._node_reported
+    def node_problems(self) -> list[NodeProblem]:
+        """What stands reported of each node now (for metrics and a new leader's events)."""
+        return [
+            NodeProblem(
+                name, message, self.nodes[name].quarantine is not None or name in self.quarantine_reasons
+            )
+            for name, message in self._node_reported.items()
             if name in self.nodes
-        }
+        ]
 
     # -- pods ----------------------------------------------------------------------
 
@@ -683,7 +678,7 @@ class ClusterCache:
         `pods_matter=False` leaves out the filters that other pods' presence decides, for the
         nodes preemption may free."""
         assert self.state is not None and rec.request is not None and rec.constraints is not None
-        filters = self.filters if pods_matter else [f for f in self.filters if not _reads_pods(f)]
+        filters = self.filters if pods_matter else [f for f in self.filters if not f.reads_pods]
         ctx = FilterContext(self, self.ext_used if used is None else used)
         return run_filters(filters, ctx, rec, mask)
 

@@ -54,6 +54,8 @@ PASS = None
 
 class Filter(Protocol):
     name: str
+    reads_pods: bool
+    """True when other pods' presence decides the answer (preemption may change it)."""
 
     def filter(self, ctx: FilterContext, rec: PodRecord) -> Verdict: ...
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 class ExtendedResources:
     name = "ExtendedResources"
+    reads_pods = True
 
     def filter(self, ctx: FilterContext, rec: PodRecord) -> Verdict:
         assert rec.request is not None

@@ -17,6 +17,7 @@ REASON_NO_FRACTIONS = "Insufficient tessellate.dev/gpu-milli (no Tessellate node
 
 class FractionsNeedAgent:
     name = "FractionsNeedAgent"
+    reads_pods = False
 
     def filter(self, ctx: FilterContext, rec: PodRecord) -> Verdict:
         assert rec.request is not None
@@ -27,6 +28,7 @@ class FractionsNeedAgent:
 
 class ReplicaResource:
     name = "ReplicaResource"
+    reads_pods = False
 
     def filter(self, ctx: FilterContext, rec: PodRecord) -> Verdict:
         assert rec.request is not None

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 class NodeConstraints:
     name = "NodeConstraints"
+    reads_pods = False
 
     def filter(self, ctx: FilterContext, rec: PodRecord) -> Verdict:
         assert rec.constraints is not None

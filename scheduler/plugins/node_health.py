@@ -18,6 +18,7 @@ REASON_QUARANTINED = "node(s) quarantined for an invalid GPU inventory (see the 
 
 class NodeHealth:
     name = "NodeHealth"
+    reads_pods = False
 
     def filter(self, ctx: FilterContext, rec: PodRecord) -> Verdict:
         cache = ctx.cache

@@ -116,41 +116,51 @@ def _node_of(cache: ClusterCache, rec: PodRecord) -> int | None:
     return cache.state.index.get(name) if name else None
 
 
-def _domains_with(cache: ClusterCache, hosts: np.ndarray, pods: Iterable[PodRecord], bad: Any) -> np.ndarray:
-    """Nodes whose hostname is shared with a placed pod for which `bad(pod)` holds."""
-    taken = set()
-    for other in pods:
-        node = _node_of(cache, other)
-        if node is not None and hosts[node] is not None and bad(other):
-            taken.add(hosts[node])
-    return np.array([h is not None and h in taken for h in hosts], dtype=bool)
-
-
 class PodAntiAffinity:
     name = "PodAntiAffinity"
+    reads_pods = True
+
+    def __init__(self) -> None:
+        self._state: object = None
+        self._hosts: list[str | None] = []
+        self._same_host: dict[str, list[int]] = {}
+
+    def _index(self, cache: ClusterCache) -> None:
+        """Each node's hostname and the nodes sharing it, once per placement state."""
+        if self._state is cache.state:
+            return
+        assert cache.state is not None
+        self._state = cache.state
+        self._hosts = [cache.nodes[n].labels.get(HOSTNAME) for n in cache.state.names]
+        self._same_host = {}
+        for i, host in enumerate(self._hosts):
+            if host is not None:
+                self._same_host.setdefault(host, []).append(i)
+
+    def _domains_with(self, cache: ClusterCache, pods: Iterable[PodRecord], bad: Any) -> np.ndarray:
+        """Nodes whose hostname is shared with a placed pod for which `bad(pod)` holds."""
+        out = np.zeros(len(self._hosts), dtype=bool)
+        for other in pods:
+            node = _node_of(cache, other)
+            host = self._hosts[node] if node is not None else None
+            if host is not None and bad(other):
+                out[self._same_host[host]] = True
+        return out
 
     def filter(self, ctx: FilterContext, rec: PodRecord) -> Verdict:
         cache = ctx.cache
-        assert cache.state is not None
-        nodes = len(cache.state)
         if not rec.anti_affinity and not cache.anti_affinity_uids:
             return Verdict(PASS)
-        hosts = np.array([cache.nodes[n].labels.get(HOSTNAME) for n in cache.state.names], dtype=object)
+        self._index(cache)
         holders = (cache.pods[u] for u in cache.anti_affinity_uids if u in cache.pods and u != rec.uid)
-        existing = _domains_with(
-            cache,
-            hosts,
-            holders,
-            lambda o: any(t.selects(rec.namespace, rec.labels) for t in o.anti_affinity),
+        existing = self._domains_with(
+            cache, holders, lambda o: any(t.selects(rec.namespace, rec.labels) for t in o.anti_affinity)
         )
-        mine = np.zeros(nodes, dtype=bool)
+        mine = np.zeros(len(self._hosts), dtype=bool)
         if rec.anti_affinity:
             others = (o for o in cache.pods.values() if o.uid != rec.uid)
-            mine = _domains_with(
-                cache,
-                hosts,
-                others,
-                lambda o: any(t.selects(o.namespace, o.labels) for t in rec.anti_affinity),
+            mine = self._domains_with(
+                cache, others, lambda o: any(t.selects(o.namespace, o.labels) for t in rec.anti_affinity)
             )
         per_node = np.where(existing, REASON_EXISTING, np.where(mine, REASON_MATCH, None))
         return Verdict(~(existing | mine), per_node=per_node)
