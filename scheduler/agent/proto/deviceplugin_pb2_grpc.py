@@ -8,7 +8,7 @@ import warnings
 
 from scheduler.agent.proto import deviceplugin_pb2 as scheduler_dot_agent_dot_proto_dot_deviceplugin__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.80.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -28,7 +28,7 @@ if _version_not_supported:
     )
 
 
-class RegistrationStub:
+class RegistrationStub(object):
     """Served by the kubelet on kubelet.sock.
     """
 
@@ -45,7 +45,7 @@ class RegistrationStub:
                 _registered_method=True)
 
 
-class RegistrationServicer:
+class RegistrationServicer(object):
     """Served by the kubelet on kubelet.sock.
     """
 
@@ -71,7 +71,7 @@ def add_RegistrationServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Registration:
+class Registration(object):
     """Served by the kubelet on kubelet.sock.
     """
 
@@ -103,7 +103,7 @@ class Registration:
             _registered_method=True)
 
 
-class DevicePluginStub:
+class DevicePluginStub(object):
     """Served by the plugin on its own socket.
     """
 
@@ -140,7 +140,7 @@ class DevicePluginStub:
                 _registered_method=True)
 
 
-class DevicePluginServicer:
+class DevicePluginServicer(object):
     """Served by the plugin on its own socket.
     """
 
@@ -210,7 +210,7 @@ def add_DevicePluginServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class DevicePlugin:
+class DevicePlugin(object):
     """Served by the plugin on its own socket.
     """
 
