@@ -31,19 +31,16 @@ from placement import (
     OverCommitError,
     Placer,
     PolicyContext,
-    Request,
     TargetWorkload,
     Unschedulable,
     create_policy,
 )
-from placement.devices import first_free, tightest_fit
 from placement.fragmentation import Fragmentation, FragmentationTracker
 from placement.migrequest import encode_plan
-from placement.model import MigSlot
-from placement.timeslice import replica_request
 from placement.topology import numa_nodes
 from placement.workload import expected_workload
 from scheduler.annotations import ASSIGNMENT, GpuAssignment, GpuShare
+from scheduler.charging import Charges
 from scheduler.constraints import EligibilityCache
 from scheduler.framework import FilterContext, build_filters, run_filters
 from scheduler.migplans import (
@@ -131,12 +128,13 @@ class ClusterCache:
         self.placer: Placer | None = None
         self.target: TargetWorkload | None = None
         self.eligibility = EligibilityCache()
-        self.overcommitted = np.zeros(0, dtype=bool)
         self.quarantined = np.zeros(0, dtype=bool)
         """Nodes that take no new pods because what they declare cannot be trusted."""
         self.quarantine_reasons: dict[str, str] = {}
         self.build_error: str | None = None
         """Why the last rebuild failed (nothing is placed until one succeeds); None when fine."""
+        self.charges: Charges | None = None
+        """What every bound and assumed pod holds in `state` (`scheduler/charging.py`)."""
         self.serves_fractions = np.zeros(0, dtype=bool)
         self.renamed_replicas = np.zeros(0, dtype=bool)
         """Nodes whose time-sliced replicas are `nvidia.com/gpu.shared` (none of `nvidia.com/gpu`)."""
@@ -146,11 +144,6 @@ class ClusterCache:
         """Per node, the last MIG plan generation this scheduler published."""
         self.mig_waits: dict[str, MigWait] = {}
         """Pods whose new MIG instances are reserved while the node agent creates them."""
-        self._slice_ids: dict[str, tuple[str, ...]] = {}
-        """Bound pods charged as several one-slice assignments (k replicas on a time-sliced node)."""
-        self.ext_alloc: dict[str, np.ndarray] = {}
-        self.ext_used: dict[str, np.ndarray] = {}
-        self._charged_ext: dict[str, tuple[int, dict[str, int]]] = {}
         self._dirty = True
         self._reported: set[tuple[str, str]] = set()
         self.on_problem = on_problem
@@ -248,7 +241,7 @@ class ClusterCache:
                 return rec, False  # our bind landed: the charge stands
             self._uncharge(rec.uid)
             freed = True
-        elif old is not None and old.node_name == rec.node_name and rec.uid in self._charged_ext:
+        elif old is not None and old.node_name == rec.node_name and self._charged(rec.uid):
             return rec, False  # already charged (a later update of a bound pod)
         if not self._dirty:
             try:
@@ -284,7 +277,8 @@ class ClusterCache:
         self.assumed.pop(uid, None)
         self.mig_waits.pop(uid, None)
         freed = self._uncharge(uid)
-        if rec is not None and rec.node_name and any(self.overcommitted):
+        overcommitted = self.charges is not None and self.charges.overcommitted.any()
+        if rec is not None and rec.node_name and overcommitted:
             self._dirty = True  # maybe the over-committed node is fine again
         return freed
 
@@ -357,9 +351,7 @@ class ClusterCache:
         return self.state is not None
 
     def _drop_state(self) -> None:
-        self.state = self.placer = None
-        self._charged_ext.clear()
-        self._slice_ids.clear()
+        self.state = self.placer = self.charges = None
         self.eligibility.reset(())
         self._fragmentation = None
 
@@ -368,18 +360,16 @@ class ClusterCache:
         if not infos:
             return
         state = ClusterState([replace(i.spec, max_sharers=self.max_sharers) for i in infos])
-        self.overcommitted = np.zeros(len(infos), dtype=bool)
         self.quarantined = np.array([i.quarantine is not None for i in infos], dtype=bool)
         self.quarantine_reasons = {}
         self.serves_fractions = np.array([i.serves_fractions for i in infos], dtype=bool)
         self.renamed_replicas = np.array([i.replica_resource == GPU_SHARED for i in infos], dtype=bool)
-        names = sorted({r for i in infos for r in i.extended})
-        self.ext_alloc = {r: np.array([i.extended.get(r, 0) for i in infos], dtype=np.int64) for r in names}
-        self.ext_used = {r: np.zeros(len(infos), dtype=np.int64) for r in names}
         self.state = state
+        self.charges = Charges(state, infos, self.scheduler_name, self._report)
         self.target = self._target_workload()
         self.placer = self._new_placer()
-        self._block_unhealthy_gpus(infos)
+        for node, why in self.charges.block_unhealthy_gpus(infos):
+            self._quarantine(node, why)
         for rec in self.pods.values():
             if rec.node_name and rec.uid not in self.assumed:
                 self._charge_or_quarantine(rec)
@@ -393,7 +383,7 @@ class ClusterCache:
             moved = replace(placed.assignment, pod=placed.uid, node=index, mig_plans=())
             try:
                 state.allocate(moved)
-                self._charge_ext(placed.uid, index, rec.request.extended if rec.request else {})
+                self.charges.charge_extended(placed.uid, index, rec.request.extended if rec.request else {})
             except OverCommitError as exc:
                 log.error("in-flight decision for %s no longer fits after a node change: %s", placed.key, exc)
         self.eligibility.reset(infos)
@@ -413,13 +403,9 @@ class ClusterCache:
             self._charge(rec)
         except Exception as exc:
             log.exception("charging pod %s on %s failed", rec.key, rec.node_name)
-            node = self.state.index[rec.node_name]
-            for key in [rec.uid, *self._slice_ids.pop(rec.uid, ())]:
-                if key in self.state.live:
-                    self.state.release(key)
-            self._charged_ext.pop(rec.uid, None)
+            self._uncharge(rec.uid)
             self._quarantine(
-                node,
+                self.state.index[rec.node_name],
                 f"bound pod {rec.key} could not be counted ({type(exc).__name__}: {exc}); "
                 "the node takes no new pods until the cluster view is rebuilt",
             )
@@ -452,179 +438,17 @@ class ClusterCache:
         policy = create_policy(self.policy_name, PolicyContext(rng=self.rng, target=self.target))
         return Placer(self.state, policy)
 
-    # -- charging bound pods ---------------------------------------------------------
-
-    def _block_unhealthy_gpus(self, infos: list[NodeInfo]) -> None:
-        """An unhealthy GPU, or one in MIG mode without instances, is charged to a placeholder
-        so no decision can pick it."""
-        assert self.state is not None
-        busy = Request(cpu_milli=0, gpu_count=1, gpu_milli=MILLI_PER_GPU)
-        for index, info in enumerate(infos):
-            blocked = dict.fromkeys(info.unhealthy_gpus, "unhealthy-gpu")
-            blocked.update({g: "mig-mode-empty-gpu" for g in info.mig_empty_gpus if g not in blocked})
-            try:
-                for gpu, why in blocked.items():
-                    self.state.allocate(
-                        Assignment(f"{why}/{info.name}/{gpu}", index, info.name, busy, (gpu,))
-                    )
-            except (OverCommitError, ValueError, IndexError) as exc:
-                self._quarantine(index, f"its unhealthy or MIG-mode GPUs cannot be blocked ({exc})")
+    # -- charging (scheduler/charging.py) --------------------------------------------
 
     def _charge(self, rec: PodRecord) -> None:
-        state = self.state
-        if state is None or rec.uid in state.live or rec.node_name not in state.index:
-            return  # unknown node: charged when the node shows up (a rebuild)
-        if rec.request is None:
-            self._report(rec, f"bound pod's resources cannot be read ({rec.request_error}); not counted")
-            return
-        node = state.index[rec.node_name]
-        request = rec.request.request
-        if self.nodes[rec.node_name].quarantine is not None:
-            return  # it has no capacity to count against and takes no pods; its event says why
-        if request.gpu_count and state.replicas[node] > 1:
-            self._charge_slices(rec, node)
-            return
-        if request.is_mig:
-            assignment = Assignment(rec.uid, node, rec.node_name, request, mig=self._mig_of(rec, node))
-        else:
-            assignment = Assignment(rec.uid, node, rec.node_name, request, self._gpus_of(rec, node))
-        try:
-            state.allocate(assignment)
-        except OverCommitError as exc:
-            self.overcommitted[node] = True
-            self._report(rec, f"cannot be counted on {rec.node_name} ({exc}); the node takes no new pods")
-            return
-        self._charge_ext(rec.uid, node, rec.request.extended)
+        if self.charges is not None:
+            self.charges.charge_bound(rec)
 
-    def _charge_slices(self, rec: PodRecord, node: int) -> None:
-        """A pod on a time-sliced node holds one slice per replica it asked for: on the GPU its
-        annotation names, else (another scheduler's pod) where NVIDIA's plugin puts replicas,
-        the GPUs with the most free slices."""
-        state, request = self.state, rec.request.request
-        assert state is not None
-        replicas = int(state.replicas[node])
-        one = replica_request(replace(request, gpu_count=1), replicas)
-        if one is None:
-            self.overcommitted[node] = True
-            self._report(rec, f"asks for {request.describe()} on time-sliced {rec.node_name}; not counted")
-            return
-        assignment = self._trusted_assignment(rec)
-        shares = assignment.gpus if assignment is not None else ()
-        if shares and len(shares) == request.gpu_count and all(s.milli == one.gpu_milli for s in shares):
-            gpus = [s.index for s in shares]
-        else:
-            if assignment is not None or (rec.assignment_error and self._ours(rec)):
-                self._report(rec, f"annotation {ASSIGNMENT} does not match its slices; counting likely ones")
-            gpus = []
-            left = state.gpu_left[node].copy()
-            for _ in range(request.gpu_count):
-                gpu = int(np.argmax(np.where(state.gpu_exists[node], left, -1)))
-                gpus.append(gpu)
-                left[gpu] -= one.gpu_milli
-        ids = tuple(rec.uid if k == 0 else f"{rec.uid}#slice{k}" for k in range(len(gpus)))
-        try:
-            for k, (pod, gpu) in enumerate(zip(ids, gpus, strict=True)):
-                held = one if k == 0 else replace(one, cpu_milli=0, memory_mib=0)
-                state.allocate(Assignment(pod, node, rec.node_name, held, (gpu,)))
-        except OverCommitError as exc:
-            for pod in ids:
-                if pod in state.live:
-                    state.release(pod)
-            self.overcommitted[node] = True
-            self._report(rec, f"cannot be counted on {rec.node_name} ({exc}); the node takes no new pods")
-            return
-        if len(ids) > 1:
-            self._slice_ids[rec.uid] = ids[1:]
-        self._charge_ext(rec.uid, node, rec.request.extended)
+    def _charged(self, uid: str) -> bool:
+        return self.charges is not None and self.charges.is_charged(uid)
 
-    def _gpus_of(self, rec: PodRecord, node: int) -> tuple[int, ...]:
-        """GPUs from the annotation when it fits the request, else the likely device-plugin choice."""
-        request, state = rec.request.request, self.state
-        assert state is not None
-        if not request.gpu_count:
-            return ()
-        assignment = self._trusted_assignment(rec)
-        if rec.assignment_error and self._ours(rec):
-            self._report(rec, f"{rec.assignment_error}; counting the GPUs the device plugin would pick")
-        elif assignment is not None:
-            shares = assignment.gpus
-            if len(shares) == request.gpu_count and all(s.milli == request.gpu_milli for s in shares):
-                return assignment.indices
-            self._report(
-                rec,
-                f"annotation {ASSIGNMENT} lists {len(shares)} GPU(s) at "
-                f"{sorted({s.milli for s in shares})} milli but the pod asks for {request.describe()}; "
-                "counting the GPUs the device plugin would pick",
-            )
-        if request.is_fraction:
-            return (tightest_fit(state, node, request),)  # -1 if none fits: allocate refuses it
-        return first_free(state, node, request.gpu_count)
-
-    def _mig_of(self, rec: PodRecord, node: int) -> tuple[MigSlot, ...]:
-        """MIG instances from the annotation when it fits the request, else the first free ones
-        (what NVIDIA's device plugin would most likely give)."""
-        request, state = rec.request.request, self.state
-        assert state is not None
-        assignment = self._trusted_assignment(rec)
-        if rec.assignment_error and self._ours(rec):
-            self._report(
-                rec, f"{rec.assignment_error}; counting the MIG instances the device plugin would pick"
-            )
-        elif assignment is not None:
-            shares = assignment.gpus
-            if len(shares) == request.mig_count and all(s.mig == request.mig_profile for s in shares):
-                return tuple(MigSlot(s.index, request.mig_profile, s.start or 0) for s in shares)
-            listed = [s.mig or "whole GPU" for s in shares]
-            self._report(
-                rec,
-                f"annotation {ASSIGNMENT} lists {listed} but the pod asks for {request.describe()}; "
-                "counting the MIG instances the device plugin would pick",
-            )
-        if node not in state.mig.layouts:
-            return ()  # allocate refuses: the node is marked over-committed
-        free = [
-            MigSlot(gpu, i.profile, i.start)
-            for gpu, (layout, busy) in enumerate(state.mig.slots_of(node))
-            for i in layout
-            if i.profile == request.mig_profile and i not in busy
-        ]
-        return tuple(free[: request.mig_count])
-
-    def _ours(self, rec: PodRecord) -> bool:
-        return rec.scheduler_name == self.scheduler_name
-
-    def _trusted_assignment(self, rec: PodRecord) -> GpuAssignment | None:
-        """The pod's assignment if this scheduler wrote it: on any other pod the annotation is
-        the pod author's words, so it is ignored and the pod counted as the device plugin
-        would place it (a forged one must not move GPUs around, nor close the node)."""
-        if rec.assignment is None and rec.assignment_error is None:
-            return None
-        if not self._ours(rec):
-            self._report(
-                rec,
-                f"annotation {ASSIGNMENT} ignored: only pods with schedulerName {self.scheduler_name} "
-                "carry one; counting the GPUs the device plugin would pick",
-            )
-            return None
-        return rec.assignment
-
-    def _charge_ext(self, uid: str, node: int, extended: dict[str, int]) -> None:
-        for name, amount in extended.items():
-            if name in self.ext_used:
-                self.ext_used[name][node] += amount
-        self._charged_ext[uid] = (node, dict(extended))
-
-    def holdings(self, uid: str) -> list[str]:
-        """The placement state's allocation keys a charged pod holds (several slices on a
-        time-sliced node); empty if it holds nothing."""
-        assert self.state is not None
-        keys = [uid, *self._slice_ids.get(uid, ())]
-        return [key for key in keys if key in self.state.live]
-
-    def extended_charge(self, uid: str) -> dict[str, int]:
-        """The other extended resources a charged pod holds on its node."""
-        charged = self._charged_ext.get(uid)
-        return dict(charged[1]) if charged is not None else {}
+    def _uncharge(self, uid: str) -> bool:
+        return self.charges is not None and self.charges.uncharge(uid)
 
     def nominate(self, uid: str, victims: Iterable[str]) -> None:
         """Remember the pods being deleted to make room for preemptor `uid`."""
@@ -639,23 +463,6 @@ class ClusterCache:
             return True
         del self.nominations[uid]
         return False
-
-    def _uncharge(self, uid: str) -> bool:
-        state = self.state
-        charged = self._charged_ext.pop(uid, None)
-        if charged is not None:
-            node, extended = charged
-            for name, amount in extended.items():
-                if name in self.ext_used:
-                    self.ext_used[name][node] -= amount
-        if state is not None:
-            for extra in self._slice_ids.pop(uid, ()):
-                if extra in state.live:
-                    state.release(extra)
-        if state is not None and uid in state.live:
-            state.release(uid)
-            return True
-        return charged is not None
 
     def _report(self, rec: PodRecord, message: str) -> None:
         log.warning("pod %s: %s", rec.key, message)
@@ -679,7 +486,8 @@ class ClusterCache:
         nodes preemption may free."""
         assert self.state is not None and rec.request is not None and rec.constraints is not None
         filters = self.filters if pods_matter else [f for f in self.filters if not f.reads_pods]
-        ctx = FilterContext(self, self.ext_used if used is None else used)
+        assert self.charges is not None
+        ctx = FilterContext(self, self.charges.ext_used if used is None else used)
         return run_filters(filters, ctx, rec, mask)
 
     def decide(self, rec: PodRecord) -> Placed | Unschedulable:
@@ -695,7 +503,8 @@ class ClusterCache:
         if isinstance(decision, Unschedulable):
             return Unschedulable(node_count=len(state), reasons=reasons + decision.reasons)
         state.allocate(decision)
-        self._charge_ext(rec.uid, decision.node, rec.request.extended)
+        assert self.charges is not None
+        self.charges.charge_extended(rec.uid, decision.node, rec.request.extended)
         try:
             placed = self._placed(rec, decision)
         except Exception:

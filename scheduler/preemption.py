@@ -72,15 +72,15 @@ def find_preemption(cache: ClusterCache, rec: PodRecord) -> Preemption | None:
         return None
     if min(cache.priorities, default=rec.priority) >= rec.priority:
         return None  # the common case, one priority for all: no pod scan
-    state = cache.state
-    assert state is not None
+    state, charges = cache.state, cache.charges
+    assert state is not None and charges is not None
     allowed, _ = cache.filter(rec, pods_matter=False)
     lower: dict[int, list[PodRecord]] = {}
     for other in cache.pods.values():
         node = state.index.get(other.node_name) if other.node_name else None
         if node is None or not allowed[node] or other.deleting or other.priority >= rec.priority:
             continue
-        if cache.holdings(other.uid):
+        if charges.holdings(other.uid):
             lower.setdefault(node, []).append(other)
     best: Preemption | None = None
     found = 0
@@ -106,17 +106,17 @@ def victims_on(
     cache: ClusterCache, rec: PodRecord, node: int, lower: list[PodRecord]
 ) -> list[PodRecord] | None:
     """What-if on one node: the victims that must go for `rec` to fit there (None: it never fits)."""
-    state = cache.state
-    assert state is not None and cache.placer is not None and rec.request is not None
+    state, charges = cache.state, cache.charges
+    assert state is not None and charges is not None and cache.placer is not None and rec.request is not None
     only = np.zeros(len(state), dtype=bool)
     only[node] = True
-    used = {name: amounts.copy() for name, amounts in cache.ext_used.items()}
+    used = {name: amounts.copy() for name, amounts in charges.ext_used.items()}
     held: dict[str, list[Assignment]] = {}
     out: set[str] = set()
 
     def take(victim: PodRecord) -> None:
-        held[victim.uid] = [state.release(key) for key in cache.holdings(victim.uid)]
-        for name, amount in cache.extended_charge(victim.uid).items():
+        held[victim.uid] = [state.release(key) for key in charges.holdings(victim.uid)]
+        for name, amount in charges.extended_charge(victim.uid).items():
             if name in used:
                 used[name][node] -= amount
         out.add(victim.uid)
@@ -124,7 +124,7 @@ def victims_on(
     def give_back(victim: PodRecord) -> None:
         for assignment in held.pop(victim.uid):
             state.allocate(assignment)
-        for name, amount in cache.extended_charge(victim.uid).items():
+        for name, amount in charges.extended_charge(victim.uid).items():
             if name in used:
                 used[name][node] += amount
         out.discard(victim.uid)

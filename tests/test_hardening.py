@@ -16,6 +16,7 @@ from placement.topology import nvswitch, to_inventory
 from scheduler.annotations import ASSIGNMENT
 from scheduler.app import Scheduler
 from scheduler.cache import ClusterCache, NodeProblem, Placed
+from scheduler.charging import Charges
 from scheduler.config import SchedulerConfig
 from scheduler.nodes import DEVICES, TOPOLOGY, node_info
 from scheduler.plugins.node_health import REASON_QUARANTINED
@@ -80,14 +81,14 @@ def test_any_exception_in_a_rebuild_leaves_no_half_built_state(monkeypatch: pyte
 def test_a_pod_that_cannot_be_counted_quarantines_only_its_node(monkeypatch: pytest.MonkeyPatch) -> None:
     cache = cache_with(node("a", gpus=2), node("b", gpus=2))
     p = pod("x", gpus(1), node_name="a", annotation='{"gpus":[{"index":0,"milli":1000}]}')
-    original = ClusterCache._gpus_of
+    original = Charges._gpus_of
 
-    def explode(self: ClusterCache, rec: Any, index: int) -> tuple[int, ...]:
+    def explode(self: Charges, rec: Any, index: int) -> tuple[int, ...]:
         if rec.key == "ns/x":
             raise KeyError("surprise")
         return original(self, rec, index)
 
-    monkeypatch.setattr(ClusterCache, "_gpus_of", explode)
+    monkeypatch.setattr(Charges, "_gpus_of", explode)
     cache.replace_pods([p])
     result = decide(cache, pod("y", gpus(2)))
     assert isinstance(result, Placed) and result.node == "b"
@@ -160,7 +161,8 @@ def test_a_forged_assignment_on_a_foreign_pod_neither_takes_a_gpu_nor_closes_the
     cache.upsert_pod(forged)
     cache.upsert_node(node("n1", gpus=2, labels={"rebuild": "now"}))
     assert cache.ensure_built()
-    assert not cache.overcommitted.any(), "one foreign pod closed the node to everyone"
+    assert cache.charges is not None
+    assert not cache.charges.overcommitted.any(), "one foreign pod closed the node to everyone"
     assert charged(cache, "n1") == [0, 0]  # victim and attacker on different GPUs
     assert any("ignored: only pods with schedulerName tessellate" in m for m in problems)
     refused = decide(cache, pod("late", gpus(1)))

@@ -27,7 +27,7 @@ class ExtendedResources:
         for name, amount in rec.request.extended.items():
             if amount <= 0:
                 continue
-            alloc = ctx.cache.ext_alloc.get(name)
+            alloc = ctx.cache.charges.ext_alloc.get(name) if ctx.cache.charges is not None else None
             fits = np.zeros(nodes, dtype=bool) if alloc is None else alloc - ctx.ext_used[name] >= amount
             per_node[passes & ~fits] = f"Insufficient {name}"
             passes &= fits

@@ -22,10 +22,12 @@ class NodeHealth:
 
     def filter(self, ctx: FilterContext, rec: PodRecord) -> Verdict:
         cache = ctx.cache
-        if not (cache.quarantined.any() or cache.overcommitted.any()):
+        assert cache.charges is not None
+        overcommitted = cache.charges.overcommitted
+        if not (cache.quarantined.any() or overcommitted.any()):
             return Verdict(PASS)
-        closed = cache.quarantined | cache.overcommitted
+        closed = cache.quarantined | overcommitted
         per_node = np.where(
-            cache.quarantined, REASON_QUARANTINED, np.where(cache.overcommitted, REASON_OVERCOMMITTED, None)
+            cache.quarantined, REASON_QUARANTINED, np.where(overcommitted, REASON_OVERCOMMITTED, None)
         )
         return Verdict(~closed, per_node=per_node)
