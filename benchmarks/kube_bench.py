@@ -513,11 +513,14 @@ class TessellateScheduler(SchedulerProcess):
     latency_metric = "tessellate_scheduling_algorithm_duration_seconds"
     fragmentation_metric = "tessellate_gpu_fragmentation_milli"
 
-    def __init__(self, workdir: Path, qps: float, burst: int):
+    def __init__(self, workdir: Path, qps: float, burst: int, policy: str | None = None):
         super().__init__(workdir)
         self.port = free_port()
+        if policy is not None:
+            self.label = f"tessellate ({policy})"
         self.config = {
             "schedulerName": self.scheduler_name,
+            **({"policy": policy} if policy is not None else {}),
             "bindAddress": f"127.0.0.1:{self.port}",
             "leaderElection": {"leaderElect": False},
             "clientConnection": {"qps": qps, "burst": burst},

@@ -3,7 +3,7 @@
 A shared openb trace whose pods name their GPU models (default gpuspec25: a quarter of
 the GPU pods) goes through a real kube-apiserver as fake Nodes (the trace's model as
 `nvidia.com/gpu.product`) and pending Pods (node affinity `In` their models), in file
-order, nothing departing; then the real scheduler binary (policy fgd) runs until every
+order, nothing departing; then the real scheduler binary (the default policy, or --policy) runs until every
 pod is bound or told it does not fit. `sim timed` replays the same arrivals. Printed:
 allocation, placed pods (and the model-constrained ones), and node for node, with
 live/sim ratios.
@@ -25,6 +25,7 @@ OPENB = REPO.parent / "shared" / "traces" / "openb-2023"
 sys.path.insert(0, str(REPO / "tests"))
 from integration import cluster, parity, rbac  # noqa: E402  (the integration tests' helpers)
 
+from scheduler.config import DEFAULT_POLICY  # noqa: E402
 from simulator.trace import Trace  # noqa: E402
 from simulator.traces.openb import load_trace  # noqa: E402
 
@@ -40,6 +41,9 @@ def main() -> None:
     parser.add_argument("--every-node", type=int, default=1, help="keep every n-th node (default all)")
     parser.add_argument("--every-pod", type=int, default=1, help="keep every n-th pod (default all)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the pods to settle")
+    parser.add_argument(
+        "--policy", default=DEFAULT_POLICY, help=f"placement policy of both sides (default {DEFAULT_POLICY})"
+    )
     args = parser.parse_args()
     full = load_trace(OPENB / "openb_node_list_gpu_node.csv", OPENB / f"openb_pod_list_{args.trace}.csv")
     trace = subset(full, args.every_node, args.every_pod)
@@ -51,7 +55,7 @@ def main() -> None:
     )
 
     start = time.perf_counter()
-    result, sim = parity.simulate(trace)
+    result, sim = parity.simulate(trace, args.policy)
     print(f"sim timed: {time.perf_counter() - start:.1f}s, {result.pending_at_end} pods left pending")
 
     with tempfile.TemporaryDirectory(prefix="parity-") as tmp:
@@ -60,7 +64,7 @@ def main() -> None:
         try:
             kubeconfig = rbac.scheduler_kubeconfig(cp, workdir)
             start = time.perf_counter()
-            live, seconds, log = parity.run_live(cp, kubeconfig, trace, workdir, args.timeout)
+            live, seconds, log = parity.run_live(cp, kubeconfig, trace, workdir, args.timeout, args.policy)
             print(f"live: {time.perf_counter() - start:.1f}s in all, settled {seconds:.1f}s after the start")
         finally:
             cluster.stop(cp)

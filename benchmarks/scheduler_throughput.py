@@ -112,6 +112,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=180.0,
         help="seconds to wait for the first bind (default 180)",
     )
+    parser.add_argument(
+        "--policy",
+        action="append",
+        metavar="NAME",
+        help="Tessellate's placement policy (default: the config's default); repeat to run each in turn",
+    )
     parser.add_argument("--skip-kube-scheduler", action="store_true", help="run Tessellate only")
     parser.add_argument("--skip-tessellate", action="store_true", help="run kube-scheduler only")
     parser.add_argument("--json", metavar="PATH", help="also write every figure to this JSON file")
@@ -407,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             say(f"`tessellate scheduler` is not available ({why}); use --skip-tessellate")
             return 2
-        schedulers.append(TessellateScheduler(workdir, client.qps, client.burst))
+        for policy in args.policy or [None]:
+            schedulers.append(TessellateScheduler(workdir, client.qps, client.burst, policy))
     if not args.skip_kube_scheduler:
         say("kube-scheduler binary: scripts/control-plane build-scheduler (builds it once)")
         schedulers.append(KubeScheduler(workdir, build_kube_scheduler(), client.qps, client.burst))

@@ -22,6 +22,9 @@ class ConfigError(ValueError):
     """The config file is unreadable or names a setting or value we do not know."""
 
 
+DEFAULT_POLICY = "fgd"
+"""The placement policy when the config names none."""
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -66,7 +69,7 @@ class ClientConnection:
 @dataclass
 class SchedulerConfig:
     schedulerName: str = "tessellate"
-    policy: str = "fgd"
+    policy: str = DEFAULT_POLICY
     bindAddress: str = "0.0.0.0:10259"
     podInitialBackoffSeconds: float = 1.0
     podMaxBackoffSeconds: float = 10.0

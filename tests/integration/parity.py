@@ -20,6 +20,7 @@ from typing import Any
 from integration import cluster, traceobjects
 from integration.schedproc import SchedulerProcess
 from scheduler.annotations import ASSIGNMENT, decode
+from scheduler.config import DEFAULT_POLICY
 from scheduler.kube import KubeClient
 from simulator.timed import TimedResult, run_timed
 from simulator.trace import PodRecord, Trace
@@ -37,7 +38,7 @@ def in_file_order(trace: Trace) -> Trace:
     return Trace(trace.name, trace.nodes, pods)
 
 
-def simulate(trace: Trace, policy: str = "fgd") -> tuple[TimedResult, Placement]:
+def simulate(trace: Trace, policy: str = DEFAULT_POLICY) -> tuple[TimedResult, Placement]:
     result = run_timed(in_file_order(trace), policy)
     names = result.state.names
     placement = {pod: (names[a.node], tuple(a.gpus)) for pod, a in result.state.live.items()}
@@ -93,13 +94,19 @@ def live_placement(api: KubeClient, namespace: str) -> Placement:
 
 
 def run_live(
-    cp: cluster.ControlPlane, kubeconfig: str, trace: Trace, workdir: Path, timeout: float
+    cp: cluster.ControlPlane,
+    kubeconfig: str,
+    trace: Trace,
+    workdir: Path,
+    timeout: float,
+    policy: str = DEFAULT_POLICY,
 ) -> tuple[Placement, float, str]:
     """Feed the trace, run the scheduler binary until the pods settle; (placement, seconds, log)."""
     api = cp.client()
     namespace = cluster.make_namespace(api, "parity")
     create_all(api, trace, namespace)
-    sched = SchedulerProcess(kubeconfig, workdir, leaderElection={"leaderElect": False}).start()
+    settings = {"policy": policy, "leaderElection": {"leaderElect": False}}
+    sched = SchedulerProcess(kubeconfig, workdir, **settings).start()
     try:
         seconds = wait_settled(api, namespace, len(trace.pods), timeout)
         return live_placement(api, namespace), seconds, sched.log()
