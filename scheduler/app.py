@@ -108,7 +108,10 @@ class Scheduler:
         self._submitted: set[str] = set()
         """Decisions the current cycle handed to the bind pool (an error keeps those too)."""
         self._cycle_settings = CycleSettings(
-            mig_plan_timeout=config.migPlanTimeoutSeconds, preemption=config.preemption, pending=self._pending
+            mig_plan_timeout=config.migPlanTimeoutSeconds,
+            preemption=config.preemption,
+            pending=self._pending,
+            nominator=self.queue.nominator,
         )
         self._loop_thread: threading.Thread | None = None
         self.http = HealthServer(config.bindAddress, self.metrics.registry, self._healthy, self._ready)

@@ -122,8 +122,6 @@ class ClusterCache:
         """Pod group key -> uids of its members (bound or not)."""
         self.priorities: Counter[int] = Counter()
         """How many known pods have each priority: preemption is skipped when none is lower."""
-        self.nominations: dict[str, frozenset[str]] = {}
-        """Preemptors -> uids of the victims being deleted for them."""
         self.state: ClusterState | None = None
         self.placer: Placer | None = None
         self.target: TargetWorkload | None = None
@@ -273,7 +271,6 @@ class ClusterCache:
         self._regroup(rec, None)
         self._count_priority(rec, None)
         self.anti_affinity_uids.discard(uid)
-        self.nominations.pop(uid, None)
         self.assumed.pop(uid, None)
         self.mig_waits.pop(uid, None)
         freed = self._uncharge(uid)
@@ -449,20 +446,6 @@ class ClusterCache:
 
     def _uncharge(self, uid: str) -> bool:
         return self.charges is not None and self.charges.uncharge(uid)
-
-    def nominate(self, uid: str, victims: Iterable[str]) -> None:
-        """Remember the pods being deleted to make room for preemptor `uid`."""
-        self.nominations[uid] = frozenset(victims)
-
-    def awaiting_victims(self, uid: str) -> bool:
-        """True while pods deleted to make room for this preemptor still exist."""
-        victims = self.nominations.get(uid)
-        if victims is None:
-            return False
-        if any(victim in self.pods for victim in victims):
-            return True
-        del self.nominations[uid]
-        return False
 
     def _report(self, rec: PodRecord, message: str) -> None:
         log.warning("pod %s: %s", rec.key, message)

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from placement import Unschedulable
 from scheduler.cache import ClusterCache, Placed
 from scheduler.gang import GroupDecision, decide_group
 from scheduler.migplans import MigWait
+from scheduler.nominator import Nominator
 from scheduler.podrecord import PodRecord
 from scheduler.podspec import PodRequestError
 from scheduler.preemption import Preemption, find_preemption, victims_still_leaving
@@ -88,6 +89,8 @@ class CycleSettings:
     preemption: bool
     pending: Callable[[PodRecord], bool]
     """Whether a pod is this scheduler's to place now (for a group's other members)."""
+    nominator: Nominator = field(default_factory=Nominator)
+    """Preemptors waiting for their victims (the queue's, `SchedulingQueue.nominator`)."""
 
 
 def scheduling_cycle(cache: ClusterCache, uid: str, settings: CycleSettings) -> tuple[Outcome, float]:
@@ -132,7 +135,7 @@ def _decide(cache: ClusterCache, rec: PodRecord, ended: str | None, settings: Cy
     except PodRequestError as exc:
         return Invalid(rec, str(exc))
     if isinstance(result, Unschedulable):
-        preemption = _post_filter(cache, rec) if settings.preemption else None
+        preemption = _post_filter(cache, rec, settings.nominator) if settings.preemption else None
         return Rejected(rec, result.message, preemption)
     if not result.assignment.mig_plans:
         return Bind(rec, result)
@@ -144,11 +147,11 @@ def _decide(cache: ClusterCache, rec: PodRecord, ended: str | None, settings: Cy
     return WaitForMig(rec, wait, plan)
 
 
-def _post_filter(cache: ClusterCache, rec: PodRecord) -> Preemption | None:
+def _post_filter(cache: ClusterCache, rec: PodRecord, nominator: Nominator) -> Preemption | None:
     """Victims to delete for `rec`; none while earlier victims are still leaving."""
-    if victims_still_leaving(cache, rec):
+    if victims_still_leaving(cache, nominator, rec):
         return None
     preemption = find_preemption(cache, rec)
     if preemption is not None:
-        cache.nominate(rec.uid, (v.uid for v in preemption.victims))
+        nominator.nominate(rec.uid, (v.uid for v in preemption.victims))
     return preemption

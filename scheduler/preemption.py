@@ -25,6 +25,7 @@ from placement import Assignment, Unschedulable
 
 if TYPE_CHECKING:
     from scheduler.cache import ClusterCache
+    from scheduler.nominator import Nominator
     from scheduler.podrecord import PodRecord
 
 NEVER = "Never"
@@ -45,14 +46,14 @@ class Preemption:
         return f"preempting {len(self.victims)} lower-priority pod(s) on node {self.node}"
 
 
-def victims_still_leaving(cache: ClusterCache, rec: PodRecord) -> bool:
+def victims_still_leaving(cache: ClusterCache, nominator: Nominator, rec: PodRecord) -> bool:
     """True while pods deleted for `rec` still exist: it waits instead of preempting again.
 
     Known from this scheduler's own nominations, and, after a restart or a failover, from
     the pod's `status.nominatedNodeName`: a lower-priority pod terminating there counts
     (kube-scheduler's rule for whether a pod may preempt others).
     """
-    if cache.awaiting_victims(rec.uid):
+    if nominator.awaiting_victims(rec.uid, cache.pods.__contains__):
         return True
     nominated = ((rec.obj.get("status") or {}).get("nominatedNodeName")) or ""
     if not nominated:

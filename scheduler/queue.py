@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from scheduler.nominator import Nominator
+
 
 @dataclass
 class QueuedPod:
@@ -53,6 +55,8 @@ class SchedulingQueue:
         self._moves = 0
         """How many times `move_all_to_active` ran: a cluster change an in-flight attempt missed."""
         self._closed = False
+        self.nominator = Nominator()
+        """Preemptors waiting for their victims to leave."""
 
     # -- producers -------------------------------------------------------------------
 
@@ -71,6 +75,7 @@ class SchedulingQueue:
             self._push_active(pod)
 
     def remove(self, uid: str) -> None:
+        self.nominator.forget(uid)
         with self._cond:
             self._pods.pop(uid, None)
             self._where.pop(uid, None)

@@ -9,6 +9,7 @@ from test_scheduler_cache import bound, cache_with, decide, node, pod
 
 from placement import Unschedulable
 from scheduler.cache import ClusterCache, Placed
+from scheduler.nominator import Nominator
 from scheduler.podrecord import PodRecord
 from scheduler.preemption import Preemption, find_preemption, victims_on, victims_still_leaving
 
@@ -86,10 +87,11 @@ def test_after_the_victims_leave_the_preemptor_fits_there() -> None:
     urgent = pending(cache, "urgent", 8, priority=10)
     preemption = find_preemption(cache, urgent)
     assert preemption is not None and [v.uid for v in preemption.victims] == [low.uid]
-    cache.nominate(urgent.uid, [low.uid])
-    assert cache.awaiting_victims(urgent.uid)
+    nominator = Nominator()
+    nominator.nominate(urgent.uid, [low.uid])
+    assert nominator.awaiting_victims(urgent.uid, cache.pods.__contains__)
     cache.delete_pod(low.uid)
-    assert not cache.awaiting_victims(urgent.uid)
+    assert not nominator.awaiting_victims(urgent.uid, cache.pods.__contains__)
     placed = cache.decide(urgent)
     assert isinstance(placed, Placed) and placed.node == "n1"
 
@@ -151,10 +153,11 @@ def test_a_restarted_scheduler_waits_for_victims_on_the_nominated_node_instead_o
     )
     cache.upsert_pod(terminating)
     urgent = pending(cache, "urgent", 8, priority=10)
-    assert not victims_still_leaving(cache, urgent)  # no nomination known: it may preempt (on n2)
+    # no nomination known: it may preempt (on n2)
+    assert not victims_still_leaving(cache, Nominator(), urgent)
     nominated = dict(urgent.obj, status={"phase": "Pending", "nominatedNodeName": "n1"})
     rec, _ = cache.upsert_pod(nominated)
-    assert rec is not None and victims_still_leaving(cache, rec)
+    assert rec is not None and victims_still_leaving(cache, Nominator(), rec)
     cache.delete_pod(leaving.uid)
-    assert not victims_still_leaving(cache, rec)
+    assert not victims_still_leaving(cache, Nominator(), rec)
     assert isinstance(cache.decide(rec), Placed)
