@@ -485,8 +485,13 @@ class ClusterCache:
         decision: Decision = self.placer.place(rec.uid, rec.request.request, mask)
         if isinstance(decision, Unschedulable):
             return Unschedulable(node_count=len(state), reasons=reasons + decision.reasons)
-        state.allocate(decision)
-        assert self.charges is not None
+        return self.reserve(rec, decision)
+
+    def reserve(self, rec: PodRecord, decision: Assignment) -> Placed:
+        """Reserve: charge a decision (this cycle's, or a batch's) and assume it until its bind
+        lands or fails. Raises OverCommitError, with nothing charged, if it does not fit."""
+        assert self.state is not None and self.charges is not None and rec.request is not None
+        self.state.allocate(decision)
         self.charges.charge_extended(rec.uid, decision.node, rec.request.extended)
         try:
             placed = self._placed(rec, decision)
