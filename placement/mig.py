@@ -8,13 +8,8 @@ a 2g at 0, 2 or 4, a 1g at 0..6 (never 7). An instance at start `s` with size
 `z` occupies memory slices [s, s + z). A `MigLayout` is a set of instances that
 respects all of that, so an invalid layout cannot exist.
 
-Where to put the next instance follows the FGD paper's idea, moved from
-milli-GPU to memory slices: for an expected MIG demand (profile ->
-probability), a free memory slice is a *fragment* for a profile when no valid
-placement of that profile could cover it; the MIG fragmentation of a layout is
-the expected number of free slices the demand could not use. `choose_start`
-takes the placement that adds the least fragmentation; `first_fit` is the
-baseline that takes the lowest start.
+Where to put the next instance is `placement.migfrag` (FGD on memory slices); how to
+lay out a whole GPU for a demand is `placement.migplanner`.
 
 The catalogue (placement/data/mig_catalogue.json) is generated from the shared
 reference by scripts/build_mig_catalogue.py; this module only reads it.
@@ -33,10 +28,6 @@ from placement.catalogue import UnknownGpuModelError
 
 RESOURCE_PREFIX = "nvidia.com/mig-"
 """Kubernetes resource name prefix of the device plugin's "mixed" strategy."""
-
-_TIE = 9
-"""Fragmentation values are compared after rounding to this many decimals, so that
-float noise never overrides the documented tie-break (lowest start)."""
 
 
 class MigError(ValueError):
@@ -198,12 +189,12 @@ class MigLayout:
 
     @classmethod
     def empty(cls, gpu: MigGeometry | str) -> MigLayout:
-        return cls(_geometry_of(gpu))
+        return cls(as_geometry(gpu))
 
     @classmethod
     def of(cls, gpu: MigGeometry | str, *instances: InstanceLike) -> MigLayout:
         """`MigLayout.of("A100-80GB", ("4g.40gb", 0), ("3g.40gb", 4))`."""
-        return cls(_geometry_of(gpu), tuple(_as_instance(i) for i in instances))
+        return cls(as_geometry(gpu), tuple(_as_instance(i) for i in instances))
 
     @staticmethod
     def problems(geometry: MigGeometry, instances: Iterable[InstanceLike]) -> list[str]:
@@ -236,7 +227,7 @@ class MigLayout:
             for b, pb in positioned[i + 1 :]:
                 common = pa.mask(a.start) & pb.mask(b.start)
                 if common:
-                    problems.append(f"{a} and {b} overlap on memory slices {_ranges(common)}")
+                    problems.append(f"{a} and {b} overlap on memory slices {describe_slices(common)}")
         compute = sum(p.compute_slices for _, p in placed)
         if compute > geometry.compute_slices:
             problems.append(
@@ -287,7 +278,7 @@ class MigLayout:
             i for i in self.instances if self.geometry.profile(i.profile).mask(i.start) & p.mask(start)
         ]
         if blockers:
-            return f"memory slices [{start}, {start + p.size}) hold {_names(blockers)}"
+            return f"memory slices [{start}, {start + p.size}) hold {describe_instances(blockers)}"
         if p.compute_slices > self.free_compute_slices:
             return f"{p.name} needs {p.compute_slices} compute slices, {self.free_compute_slices} are free"
         if self.count(p) >= p.max_count:
@@ -369,7 +360,7 @@ class MigLayout:
         return f"MigLayout.of({self.geometry.model!r}{pairs})"
 
 
-def _ranges(mask: int) -> str:
+def describe_slices(mask: int) -> str:
     """'[4, 6)' style text for the set bits of a slice mask."""
     parts: list[str] = []
     i = 0
@@ -385,7 +376,7 @@ def _ranges(mask: int) -> str:
     return ", ".join(parts)
 
 
-def _names(instances: Sequence[MigInstance]) -> str:
+def describe_instances(instances: Sequence[MigInstance]) -> str:
     return ", ".join(f"{i.profile} at start {i.start}" for i in instances)
 
 
@@ -459,7 +450,7 @@ def geometry(model: str) -> MigGeometry:
     return models[canonical]
 
 
-def _geometry_of(gpu: MigGeometry | str) -> MigGeometry:
+def as_geometry(gpu: MigGeometry | str) -> MigGeometry:
     return gpu if isinstance(gpu, MigGeometry) else geometry(gpu)
 
 
@@ -486,7 +477,7 @@ def maximal_layouts(gpu: MigGeometry | str, profiles: Iterable[str] | None = Non
     order is lexicographic over instances sorted by start slot, larger profiles
     first at the same start: 7g@0 leads, all-1g layouts come last.
     """
-    g = _geometry_of(gpu)
+    g = as_geometry(gpu)
     names = tuple(g.profile(n).name for n in profiles) if profiles is not None else g.profile_names
     return _maximal(g, tuple(dict.fromkeys(names)))
 
@@ -511,291 +502,3 @@ def _maximal(g: MigGeometry, names: tuple[str, ...]) -> tuple[MigLayout, ...]:
     walk(MigLayout(g), 0, ())
     found.sort(key=lambda item: item[0])
     return tuple(layout for _, layout in found)
-
-
-# -- MIG fragmentation (FGD on memory slices) ------------------------------------------------
-
-
-def default_demand(gpu: MigGeometry | str) -> dict[str, float]:
-    """Equal weight on every profile without media extensions (`+me` has its base's shape)."""
-    g = _geometry_of(gpu)
-    names = [p.name for p in g.profiles if not p.media_extensions] or list(g.profile_names)
-    return {n: 1.0 / len(names) for n in names}
-
-
-def _weights(g: MigGeometry, demand: Mapping[str, float] | None) -> tuple[tuple[MigProfile, float], ...]:
-    return _weights_cached(g, None if demand is None else tuple(demand.items()))
-
-
-@lru_cache(maxsize=256)
-def _weights_cached(
-    g: MigGeometry, items: tuple[tuple[str, float], ...] | None
-) -> tuple[tuple[MigProfile, float], ...]:
-    pairs = default_demand(g).items() if items is None else items
-    merged: dict[MigProfile, float] = {}
-    for name, weight in pairs:
-        profile = g.profile(name)
-        if not weight >= 0:
-            raise MigError(f"demand weight of {profile.name} must be >= 0, not {weight!r}")
-        merged[profile] = merged.get(profile, 0.0) + float(weight)
-    total = sum(merged.values())
-    if total <= 0:
-        raise MigError("the MIG demand needs at least one profile with a positive weight")
-    return tuple((p, w / total) for p, w in merged.items() if w > 0)
-
-
-def usable_mask(layout: MigLayout, profile: str | MigProfile) -> int:
-    """Free memory slices that some valid placement of `profile` could cover."""
-    p = layout.geometry.profile(profile)
-    mask = 0
-    for start in valid_placements(layout, p):
-        mask |= p.mask(start)
-    return mask
-
-
-def mig_fragmentation(layout: MigLayout, demand: Mapping[str, float] | None = None) -> float:
-    """Expected number of free memory slices the demand could not use (FGD's F, in slices).
-
-    For each profile p with probability w_p, the free slices no valid placement of p
-    could cover are p's fragment; the result is the sum of w_p times its size. A full
-    GPU has 0; an empty A100 has some, because e.g. a 1g can never use slice 7.
-    `demand` maps profile names to weights (normalised here; default `default_demand`).
-    """
-    g = layout.geometry
-    free = g.full_mask & ~layout.used_memory_mask
-    if not free:
-        return 0.0
-    total = 0.0
-    for profile, weight in _weights(g, demand):
-        total += weight * (free & ~usable_mask(layout, profile)).bit_count()
-    return total
-
-
-def mig_fragmentation_ratio(layout: MigLayout, demand: Mapping[str, float] | None = None) -> float:
-    """Share of the free memory slices that the demand could not use (0 when nothing is free)."""
-    free = layout.free_memory_slices
-    return mig_fragmentation(layout, demand) / free if free else 0.0
-
-
-def _score(layout: MigLayout, demand: Mapping[str, float] | None) -> float:
-    return round(mig_fragmentation(layout, demand), _TIE)
-
-
-def choose_start(
-    layout: MigLayout, profile: str | MigProfile, demand: Mapping[str, float] | None = None
-) -> int | None:
-    """The start slot whose instance adds the least MIG fragmentation; ties go to the lowest start.
-
-    None when the profile fits nowhere on this layout.
-    """
-    starts = valid_placements(layout, profile)
-    if not starts:
-        return None
-    return min(starts, key=lambda s: (_score(layout.add(profile, s), demand), s))
-
-
-def first_fit(layout: MigLayout, profile: str | MigProfile) -> int | None:
-    """Baseline: the lowest start slot that fits, or None."""
-    starts = valid_placements(layout, profile)
-    return starts[0] if starts else None
-
-
-def choose_placement(
-    layouts: Sequence[MigLayout], profile: str, demand: Mapping[str, float] | None = None
-) -> tuple[int, int] | None:
-    """(GPU index, start slot) adding the least MIG fragmentation over all GPUs, or None.
-
-    Like FGD across nodes: the increase of each GPU's fragmentation is compared, so a
-    request lands where it wastes least, which packs GPUs that are already in use.
-    Ties go to the lowest GPU index, then the lowest start. GPUs whose model lacks the
-    profile are skipped; `demand` names must exist on every GPU considered (pass None
-    on mixed models to use each model's default demand).
-    """
-    best: tuple[float, int, int] | None = None
-    for index, layout in enumerate(layouts):
-        if not _offers(layout.geometry, profile):
-            continue
-        starts = valid_placements(layout, profile)
-        if not starts:
-            continue
-        before = mig_fragmentation(layout, demand)
-        for start in starts:
-            delta = round(mig_fragmentation(layout.add(profile, start), demand) - before, _TIE)
-            if best is None or (delta, index, start) < best:
-                best = (delta, index, start)
-    return None if best is None else (best[1], best[2])
-
-
-def first_fit_placement(layouts: Sequence[MigLayout], profile: str) -> tuple[int, int] | None:
-    """Baseline: the first GPU with room, at its lowest start slot."""
-    for index, layout in enumerate(layouts):
-        if _offers(layout.geometry, profile):
-            start = first_fit(layout, profile)
-            if start is not None:
-                return index, start
-    return None
-
-
-def _offers(g: MigGeometry, profile: str) -> bool:
-    try:
-        g.profile(profile)
-    except UnknownMigProfileError:
-        return False
-    return True
-
-
-# -- planning a whole GPU ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MigPlanFailure:
-    """Why no layout serves the demand; `reason` is one line for a person."""
-
-    reason: str
-
-    def __str__(self) -> str:
-        return self.reason
-
-
-def plan_layout(
-    gpu: MigGeometry | str,
-    demand_counts: Mapping[str, int],
-    in_use: MigLayout | None = None,
-    demand: Mapping[str, float] | None = None,
-) -> MigLayout | MigPlanFailure:
-    """A layout with `in_use`'s instances plus `demand_counts` more, or why there is none.
-
-    Among all layouts that serve the counts (every arrangement is searched; a GPU
-    has at most 8 memory slices), the one with the least MIG fragmentation for the
-    expected future `demand` wins, i.e. the one whose free capacity the expected
-    requests can use best (every candidate frees the same number of slices). Ties go to
-    the layout that is first in start order. Unknown profile names and negative counts
-    raise `MigError`: they are mistakes in the question, not a full GPU.
-    """
-    g = _geometry_of(gpu)
-    base = in_use if in_use is not None else MigLayout(g)
-    if base.geometry != g:
-        raise MigError(f"the in-use layout is for {base.geometry.model}, not {g.model}")
-    wanted = _counts(g, demand_counts)
-    _weights(g, demand)  # reject a bad demand before searching
-    refusal = _refusal(base, wanted)
-    if refusal is not None:
-        return MigPlanFailure(refusal)
-    items = sorted(
-        (p for p, n in wanted.items() for _ in range(n)),
-        key=lambda p: (-p.size, -p.compute_slices, g.index(p)),
-    )
-    best: tuple[float, tuple, MigLayout] | None = None
-
-    def walk(layout: MigLayout, i: int, previous_start: int) -> None:
-        nonlocal best
-        if i == len(items):
-            key = (_score(layout, demand), tuple((x.start, g.index(x.profile)) for x in layout))
-            if best is None or key < best[:2]:
-                best = (*key, layout)
-            return
-        profile = items[i]
-        floor = previous_start if i and items[i - 1] is profile else -1
-        for start in valid_placements(layout, profile):
-            if start > floor:
-                walk(layout.add(profile, start), i + 1, start)
-
-    walk(base, 0, -1)
-    if best is None:
-        return MigPlanFailure(_joint_refusal(base, wanted))
-    return best[2]
-
-
-def _counts(g: MigGeometry, demand_counts: Mapping[str, int]) -> dict[MigProfile, int]:
-    wanted: dict[MigProfile, int] = {}
-    for name, n in demand_counts.items():
-        profile = g.profile(name)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise MigError(f"count of {profile.name} must be a whole number >= 0, not {n!r}")
-        wanted[profile] = wanted.get(profile, 0) + n
-    return {p: n for p, n in wanted.items() if n}
-
-
-def _in_use_note(base: MigLayout) -> str:
-    return f" ({base} in use)" if len(base) else ""
-
-
-def _refusal(base: MigLayout, wanted: dict[MigProfile, int]) -> str | None:
-    """The first simple reason the demand cannot fit, most specific first; None if none applies."""
-    g = base.geometry
-    for profile, n in wanted.items():
-        have = base.count(profile)
-        if n + have > profile.max_count:
-            extra = f" with {have} in use" if have else ""
-            return (
-                f"{n} x {profile.name} requested{extra} but at most {profile.max_count} fit on one {g.model}"
-            )
-    memory = sum(p.size * n for p, n in wanted.items())
-    compute = sum(p.compute_slices * n for p, n in wanted.items())
-    count = sum(wanted.values())
-    breakdown = ", ".join(f"{n} x {p.name}" for p, n in wanted.items())
-    if memory > g.memory_slices:
-        return f"{breakdown} need {memory} memory slices but {g.model} has {g.memory_slices}"
-    if compute > g.compute_slices:
-        return f"{breakdown} need {compute} compute slices but {g.model} has {g.compute_slices}"
-    if count > g.max_instances:
-        return f"{count} instances requested but {g.model} takes at most {g.max_instances}"
-    for profile in wanted:
-        if not valid_placements(base, profile):
-            return _blocked(base, profile)
-    if memory > base.free_memory_slices:
-        return (
-            f"{breakdown} need {memory} memory slices but only {base.free_memory_slices} "
-            f"of {g.memory_slices} are free{_in_use_note(base)}"
-        )
-    if compute > base.free_compute_slices:
-        return (
-            f"{breakdown} need {compute} compute slices but only {base.free_compute_slices} "
-            f"of {g.compute_slices} are free{_in_use_note(base)}"
-        )
-    if count + len(base) > g.max_instances:
-        return f"{count} more instances but {g.model} takes at most {g.max_instances}{_in_use_note(base)}"
-    return None
-
-
-def _blocked(layout: MigLayout, profile: MigProfile) -> str:
-    """Why not even one instance of `profile` fits on `layout` (it does not)."""
-    g = layout.geometry
-    overlapping = {
-        s: [i for i in layout if g.profile(i.profile).mask(i.start) & profile.mask(s)] for s in profile.starts
-    }
-    if all(overlapping.values()):
-        if len(profile.starts) == 1:
-            (start,) = profile.starts
-            blockers = overlapping[start]
-            verb = "is" if len(blockers) == 1 else "are"
-            if profile.size == g.memory_slices:
-                needs = f"{profile.name} needs all {g.memory_slices} memory slices"
-                return f"{needs}; {_names(blockers)} {verb} in use"
-            return (
-                f"{profile.name} can only occupy memory slices [{start}, {start + profile.size}); "
-                f"{_names(blockers)} {verb} in use there"
-            )
-        per_start = "; ".join(
-            f"[{s}, {s + profile.size}) holds {_names(blockers)}" for s, blockers in overlapping.items()
-        )
-        starts = ", ".join(map(str, profile.starts))
-        return f"{profile.name} can only start at memory slices {starts} (size {profile.size}): {per_start}"
-    start = next(s for s, blockers in overlapping.items() if not blockers)
-    return f"{profile.name} does not fit: {layout.why_not(profile, start)}"
-
-
-def _joint_refusal(base: MigLayout, wanted: dict[MigProfile, int]) -> str:
-    """Every profile fits on its own, and the totals fit, but not all at once."""
-    g = base.geometry
-    breakdown = ", ".join(f"{n} x {p.name}" for p, n in wanted.items())
-    where = "; ".join(
-        f"{p.name} can only start at {', '.join(map(str, p.starts))} (size {p.size})"
-        for p in wanted
-        if len(p.starts) < g.memory_slices - p.size + 1
-    )
-    free = _ranges(g.full_mask & ~base.used_memory_mask) or "none"
-    text = (
-        f"no arrangement of {breakdown} fits the free memory slices {free} of {g.model}{_in_use_note(base)}"
-    )
-    return f"{text}: {where}" if where else text

@@ -4,7 +4,7 @@ Options on a GPU are its free existing instances of the profile (static and dyna
 nodes) and, on dynamic nodes, new instances at any valid start of a GPU that is in
 MIG mode or idle. Existing instances are always preferred (no reconfiguration).
 Among new ones, the MIG-aware choice takes the placement whose GPU's MIG
-fragmentation grows least (`placement.mig.choose_placement`, FGD on memory slices);
+fragmentation grows least (`placement.migfrag.choose_placement`, FGD on memory slices);
 the baseline takes the first fit. Nodes are compared the same way: a node's score
 is the least fragmentation growth any of its GPUs offers, memoised per GPU layout,
 so a cycle costs a table look-up per MIG GPU, and only MIG nodes are visited.
@@ -19,17 +19,9 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from placement.mig import (
-    MigGeometry,
-    MigInstance,
-    MigLayout,
-    MigPlanFailure,
-    choose_placement,
-    first_fit_placement,
-    mig_fragmentation,
-    plan_layout,
-    valid_placements,
-)
+from placement.mig import MigGeometry, MigInstance, MigLayout, valid_placements
+from placement.migfrag import choose_placement, first_fit_placement, mig_fragmentation
+from placement.migplanner import MigPlanFailure, plan_layout
 from placement.model import MILLI_PER_GPU, MigPlan, MigSlot, Request
 
 if TYPE_CHECKING:  # the state's own checks use `mig_room`

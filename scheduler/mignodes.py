@@ -20,7 +20,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from placement.mig import MigError, MigGeometry, MigLayout, geometry, plan_layout
+from placement.mig import MigError, MigGeometry, MigLayout, geometry
+from placement.migplanner import plan_layout
 from scheduler.podspec import MIG_PREFIX
 
 DEVICES = "tessellate.dev/gpu-devices"

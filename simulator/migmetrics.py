@@ -1,6 +1,6 @@
 """MIG metrics of a replay: the expected MIG demand of a trace and MIG slot fragmentation.
 
-The MIG fragmentation of a cluster is `placement.mig.mig_fragmentation` summed over
+The MIG fragmentation of a cluster is `placement.migfrag.mig_fragmentation` summed over
 the GPUs in MIG mode: the expected number of free memory slices that the trace's
 MIG demand could not use. GPUs outside MIG mode count 0 (they are whole GPUs).
 """
@@ -14,7 +14,8 @@ from functools import lru_cache
 import numpy as np
 
 from placement import ClusterState
-from placement.mig import MigGeometry, MigLayout, mig_fragmentation
+from placement.mig import MigGeometry, MigLayout
+from placement.migfrag import mig_fragmentation
 from simulator.trace import Trace
 
 

@@ -25,13 +25,12 @@ from placement.mig import (
     MigGeometry,
     MigInstance,
     MigLayout,
-    MigPlanFailure,
     geometry,
     maximal_layouts,
-    mig_fragmentation,
-    plan_layout,
     valid_placements,
 )
+from placement.migfrag import mig_fragmentation
+from placement.migplanner import MigPlanFailure, plan_layout
 
 EPILOG_LAYOUTS = """\
 examples:

@@ -23,22 +23,23 @@ from placement.mig import (
     MigGeometry,
     MigInstance,
     MigLayout,
-    MigPlanFailure,
     UnknownMigModelError,
     UnknownMigProfileError,
-    choose_placement,
-    choose_start,
-    first_fit,
-    first_fit_placement,
     geometry,
     known_models,
     load_catalogue,
     maximal_layouts,
-    mig_fragmentation,
-    mig_fragmentation_ratio,
-    plan_layout,
     valid_placements,
 )
+from placement.migfrag import (
+    choose_placement,
+    choose_start,
+    first_fit,
+    first_fit_placement,
+    mig_fragmentation,
+    mig_fragmentation_ratio,
+)
+from placement.migplanner import MigPlanFailure, plan_layout
 from tessellate import mig_cli
 
 ROOT = Path(__file__).resolve().parents[1]

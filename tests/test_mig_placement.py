@@ -26,8 +26,9 @@ from placement import (
     Unschedulable,
     create_policy,
 )
-from placement.mig import MigLayout, MigPlanFailure, geometry
+from placement.mig import MigLayout, geometry
 from placement.migplace import MigChooser, plan_gpu
+from placement.migplanner import MigPlanFailure
 from placement.model import MigPlan, MigSlot, MigSpec
 
 A100 = "A100-80GB"

@@ -6,7 +6,8 @@ import pytest
 
 from placement import NodeSpec, Request
 from placement.checks import needs_at_least
-from placement.mig import MigLayout, mig_fragmentation
+from placement.mig import MigLayout
+from placement.migfrag import mig_fragmentation
 from placement.model import MigSpec
 from simulator.experiment import TraceSource
 from simulator.migmetrics import MigFragmentationMeter, mig_demand

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from placement import MILLI_PER_GPU, NodeSpec, Request
-from placement.mig import MigLayout, geometry, plan_layout
+from placement.mig import MigLayout, geometry
+from placement.migplanner import plan_layout
 from placement.model import MigSpec, mig_profile_milli
 from simulator.trace import PodRecord, Trace
 
