@@ -25,9 +25,10 @@ from cache_objects import gpu_node, gpu_pod
 from rich.console import Console
 from rich.table import Table
 
-from scheduler.annotations import ASSIGNMENT
 from scheduler.cache import ClusterCache
-from scheduler.nodes import DEVICES, node_info
+from scheduler.nodes import node_info
+from scheduler.wire.assignment import ASSIGNMENT
+from scheduler.wire.devices import DEVICES
 
 
 def bad_node(name: str, kind: int) -> dict[str, Any]:

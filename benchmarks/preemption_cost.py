@@ -23,10 +23,10 @@ from rich.console import Console
 from rich.table import Table
 
 from placement import Unschedulable
-from scheduler.annotations import ASSIGNMENT
 from scheduler.cache import ClusterCache, Placed
 from scheduler.podrecord import PodRecord
 from scheduler.preemption import MAX_CANDIDATES, find_preemption
+from scheduler.wire.assignment import ASSIGNMENT
 
 
 def run(cache: ClusterCache, p: dict) -> PodRecord | None:

@@ -16,8 +16,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from placement.migrequest import PLAN
-from scheduler.annotations import ASSIGNMENT
 from scheduler.cache import AccountingProblem, ClusterCache, NodeProblem, Placed
 from scheduler.config import SchedulerConfig
 from scheduler.cycle import (
@@ -40,6 +38,8 @@ from scheduler.podrecord import PodRecord
 from scheduler.preemption import Preemption
 from scheduler.queue import QueuedPod, SchedulingQueue
 from scheduler.recorder import Recorder
+from scheduler.wire.assignment import ASSIGNMENT
+from scheduler.wire.migplan import PLAN
 
 log = logging.getLogger("tessellate.scheduler")
 

@@ -36,10 +36,8 @@ from placement import (
     create_policy,
 )
 from placement.fragmentation import Fragmentation, FragmentationTracker
-from placement.migrequest import encode_plan
 from placement.topology import numa_nodes
 from placement.workload import expected_workload
-from scheduler.annotations import ASSIGNMENT, GpuAssignment, GpuShare
 from scheduler.charging import Charges
 from scheduler.constraints import EligibilityCache
 from scheduler.framework import FilterContext, build_filters, run_filters
@@ -58,6 +56,8 @@ from scheduler.plugins import DEFAULT_FILTERS
 from scheduler.podrecord import TERMINAL_PHASES, PodRecord
 from scheduler.podspec import GPU_SHARED
 from scheduler.target import products, target_requests
+from scheduler.wire.assignment import ASSIGNMENT, GpuAssignment, GpuShare
+from scheduler.wire.migplan import encode_plan
 
 log = logging.getLogger("tessellate.cache")
 

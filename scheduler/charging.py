@@ -20,9 +20,9 @@ from placement import MILLI_PER_GPU, Assignment, ClusterState, OverCommitError, 
 from placement.devices import first_free, tightest_fit
 from placement.model import MigSlot
 from placement.timeslice import replica_request
-from scheduler.annotations import ASSIGNMENT, GpuAssignment
 from scheduler.nodes import NodeInfo
 from scheduler.podrecord import PodRecord
+from scheduler.wire.assignment import ASSIGNMENT, GpuAssignment
 
 log = logging.getLogger("tessellate.charging")
 

@@ -23,8 +23,9 @@ from typing import Any
 from placement.mig import MigError, MigGeometry, MigLayout, geometry
 from placement.migplanner import plan_layout
 from scheduler.podspec import MIG_PREFIX
+from scheduler.wire.devices import DEVICES
 
-DEVICES = "tessellate.dev/gpu-devices"
+
 GPU_COUNT_LABEL = "nvidia.com/gpu.count"
 MAX_MIG_GPUS = 16
 

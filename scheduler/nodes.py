@@ -20,7 +20,7 @@ from placement import MAX_GPUS_PER_NODE, MAX_QUANTITY, MILLI_PER_GPU, NodeSpec
 from placement.catalogue import GPU_MODELS
 from placement.mig import MigError, geometry
 from placement.model import MAX_MIG_INSTANCES_PER_NODE, MigSpec
-from placement.topology import NodeTopology, TopologyError, from_inventory
+from placement.topology import NodeTopology, TopologyError
 from scheduler.mignodes import GPU_COUNT_LABEL, mig_counts, mig_dynamic, read_mig
 from scheduler.podspec import (
     GPU,
@@ -33,14 +33,14 @@ from scheduler.podspec import (
     memory_mib,
     node_extended,
 )
+from scheduler.wire.devices import DEVICES
+from scheduler.wire.topology import TOPOLOGY, from_inventory
 
 PRODUCT_LABEL = "nvidia.com/gpu.product"
 REPLICAS_LABEL = "nvidia.com/gpu.replicas"
 SHARED_SUFFIX = "-SHARED"
 """gpu-feature-discovery's product label suffix on nodes whose replicas are renamed."""
 MEMORY_LABEL = "nvidia.com/gpu.memory"
-TOPOLOGY = "tessellate.dev/gpu-topology"
-DEVICES = "tessellate.dev/gpu-devices"
 MAX_PODS_PER_NODE = 100_000
 MAX_GPU_MEMORY_MIB = 1 << 24
 """16 TiB: GPU memory sizes above it are ignored as nonsense."""

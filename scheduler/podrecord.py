@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from scheduler.annotations import ASSIGNMENT, AssignmentError, GpuAssignment, decode
 from scheduler.constraints import PodConstraints
 from scheduler.gang import PodGroup, PodGroupError, pod_group
 from scheduler.plugins.pod_anti_affinity import AntiAffinityError, AntiAffinityTerm, anti_affinity_terms
 from scheduler.podspec import PodRequest, PodRequestError, pod_request
+from scheduler.wire.assignment import ASSIGNMENT, AssignmentError, GpuAssignment, decode
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
 

@@ -9,7 +9,7 @@ import pytest
 
 from scheduler.agent.claims import ALLOCATED, Claim, ClaimError, Claims
 from scheduler.agent.devices import GPU, GPU_MEMORY, GPU_MILLI, gpu_of
-from scheduler.annotations import ASSIGNMENT
+from scheduler.wire.assignment import ASSIGNMENT
 
 UUIDS = [f"GPU-{i}" for i in range(4)]
 

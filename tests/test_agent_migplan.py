@@ -14,7 +14,6 @@ import pytest
 from test_agent_discovery import NOT_SUPPORTED, NVMLError, StubNvml
 
 from placement.mig import MigLayout
-from placement.migrequest import APPLIED, FAILED, GpuPlan, NodePlan, PlanFormatError, decode_plan
 from scheduler.agent.annotation import devices_annotation
 from scheduler.agent.claims import ALLOCATED, gpu_users
 from scheduler.agent.discovery import HealthEvent, MigConfigError
@@ -23,7 +22,8 @@ from scheduler.agent.health import HealthMonitor
 from scheduler.agent.migplan import MigPlanApplier, geometries
 from scheduler.agent.nvml import NvmlBackend
 from scheduler.agent.state import DeviceState
-from scheduler.annotations import ASSIGNMENT
+from scheduler.wire.assignment import ASSIGNMENT
+from scheduler.wire.migplan import APPLIED, FAILED, GpuPlan, NodePlan, PlanFormatError, decode_plan
 
 A100 = "NVIDIA A100-SXM4-80GB"
 SEED = "plan-node"

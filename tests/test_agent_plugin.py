@@ -22,7 +22,7 @@ from scheduler.agent.fake import FakeBackend, fake_uuid
 from scheduler.agent.fake_kubelet import FakeKubelet
 from scheduler.agent.plugin import SocketPathError
 from scheduler.agent.responses import MPS_MEMORY, MPS_PIPE, MPS_THREADS, VISIBLE_DEVICES, RuntimeOptions
-from scheduler.annotations import ASSIGNMENT
+from scheduler.wire.assignment import ASSIGNMENT
 
 NODE = "node-a"
 SEED = "node-a"

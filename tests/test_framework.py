@@ -11,13 +11,13 @@ import pytest
 from test_scheduler_cache import decide, gpus, node, pod
 
 from placement import Unschedulable
-from scheduler.annotations import ASSIGNMENT, decode
 from scheduler.app import Scheduler
 from scheduler.cache import ClusterCache, Placed
 from scheduler.config import ConfigError, SchedulerConfig, load_config
 from scheduler.framework import FilterContext, Verdict, run_filters
 from scheduler.plugins import DEFAULT_FILTERS
 from scheduler.plugins.pod_anti_affinity import HOSTNAME, REASON_EXISTING, REASON_MATCH
+from scheduler.wire.assignment import ASSIGNMENT, decode
 
 
 class Fixed:

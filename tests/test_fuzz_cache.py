@@ -15,10 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from placement import Unschedulable
-from placement.topology import nvswitch, to_inventory
-from scheduler.annotations import ASSIGNMENT
+from placement.topology import nvswitch
 from scheduler.cache import ClusterCache, Placed
-from scheduler.nodes import DEVICES, TOPOLOGY, node_info
+from scheduler.nodes import node_info
+from scheduler.wire.assignment import ASSIGNMENT
+from scheduler.wire.devices import DEVICES
+from scheduler.wire.topology import TOPOLOGY, to_inventory
 
 QUANTITIES = st.one_of(
     st.sampled_from(["0", "1", "2", "4", "8", "-1", "1.5", "500m", "2Gi", "1e1", "99999999999", "1E"]),

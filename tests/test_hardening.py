@@ -12,14 +12,16 @@ import pytest
 from test_scheduler_cache import bound, cache_with, charged, decide, gpus, node, pod
 
 from placement import Unschedulable
-from placement.topology import nvswitch, to_inventory
-from scheduler.annotations import ASSIGNMENT
+from placement.topology import nvswitch
 from scheduler.app import Scheduler
 from scheduler.cache import ClusterCache, NodeProblem, Placed
 from scheduler.charging import Charges
 from scheduler.config import SchedulerConfig
-from scheduler.nodes import DEVICES, TOPOLOGY, node_info
+from scheduler.nodes import node_info
 from scheduler.plugins.node_health import REASON_QUARANTINED
+from scheduler.wire.assignment import ASSIGNMENT
+from scheduler.wire.devices import DEVICES
+from scheduler.wire.topology import TOPOLOGY, to_inventory
 
 
 def devices(*entries: dict) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from placement import MILLI_PER_GPU
-from scheduler.annotations import AssignmentError, GpuAssignment, GpuShare, decode
 from scheduler.podspec import PodRequestError, cpu_milli, memory_mib, parse_quantity, pod_request
+from scheduler.wire.assignment import AssignmentError, GpuAssignment, GpuShare, decode
 
 
 def pod(*containers: dict, init: tuple[dict, ...] = (), overhead: dict | None = None) -> dict:

@@ -7,11 +7,11 @@ import json
 import pytest
 
 from placement import Unschedulable
-from scheduler.annotations import ASSIGNMENT
 from scheduler.cache import ClusterCache, Placed
 from scheduler.constraints import REASON_AFFINITY, REASON_UNSCHEDULABLE
 from scheduler.plugins.node_health import REASON_OVERCOMMITTED
 from scheduler.queue import SchedulingQueue
+from scheduler.wire.assignment import ASSIGNMENT
 
 _uid = iter(range(10**6))
 
@@ -297,7 +297,8 @@ def with_topology(n: dict, inventory: dict | str) -> dict:
 
 
 def test_multi_gpu_pods_get_the_best_connected_set_and_its_numa_nodes() -> None:
-    from placement.topology import dgx1_v100, to_inventory
+    from placement.topology import dgx1_v100
+    from scheduler.wire.topology import to_inventory
 
     cache = cache_with(with_topology(node("dgx1"), to_inventory(dgx1_v100())))
     one = decide(cache, pod("one", gpus(1)))
@@ -322,7 +323,8 @@ def test_a_broken_topology_annotation_is_reported_and_ignored() -> None:
 
 
 def test_gpus_the_agent_reports_unhealthy_are_never_assigned() -> None:
-    from placement.topology import nvswitch, to_inventory
+    from placement.topology import nvswitch
+    from scheduler.wire.topology import to_inventory
 
     n = with_topology(node("n1", gpus=7), to_inventory(nvswitch(8)))  # the kubelet dropped one GPU
     devices = {"gpus": [{"index": i, "health": "Unhealthy" if i == 2 else "Healthy"} for i in range(8)]}

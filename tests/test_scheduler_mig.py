@@ -8,10 +8,10 @@ from test_scheduler_cache import bound, cache_with, decide, node, pod
 
 from placement import Unschedulable
 from placement.mig import MigLayout
-from scheduler.annotations import decode
 from scheduler.cache import ClusterCache, Placed
-from scheduler.mignodes import DEVICES
 from scheduler.nodes import node_info
+from scheduler.wire.assignment import decode
+from scheduler.wire.devices import DEVICES
 
 A100 = "A100-SXM4-80GB"
 

@@ -8,10 +8,11 @@ from test_scheduler_cache import cache_with, decide, node, pod
 
 from placement import Unschedulable
 from placement.mig import MigLayout, geometry
-from placement.migrequest import APPLIED, FAILED, PLAN, PLAN_STATUS, PlanStatus, decode_plan, encode_status
 from scheduler.cache import ClusterCache, Placed
-from scheduler.mignodes import DEVICES
-from scheduler.nodes import TOPOLOGY, node_info
+from scheduler.nodes import node_info
+from scheduler.wire.devices import DEVICES
+from scheduler.wire.migplan import APPLIED, FAILED, PLAN, PLAN_STATUS, PlanStatus, decode_plan, encode_status
+from scheduler.wire.topology import TOPOLOGY
 
 A100 = geometry("A100-80GB")
 UUIDS = ("GPU-aaaa", "GPU-bbbb")

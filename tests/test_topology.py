@@ -20,14 +20,13 @@ from placement.topology import (
     best_gpu_set,
     dgx1_v100,
     free_masks,
-    from_inventory,
     numa_nodes,
     nvswitch,
     pcie,
     scores_for_nodes,
-    to_inventory,
     topology_score,
 )
+from scheduler.wire.topology import from_inventory, to_inventory
 
 
 def mask(*gpus: int) -> int:

@@ -1,7 +1,7 @@
 """The node annotations the agent publishes for the scheduler and for people.
 
 `tessellate.dev/gpu-topology` is placement's topology schema, version 1
-(`placement.topology.to_inventory`, read back with `from_inventory`), plus each
+(`scheduler.wire.topology.to_inventory`, read back with `from_inventory`), plus each
 GPU's `uuid` (the key `scheduler/nodes.py` reads to put UUIDs into
 assignments). Nothing else goes in: `from_inventory` rejects unknown keys, and
 a node whose topology does not parse must not happen because of us.
@@ -19,13 +19,12 @@ import json
 import re
 from typing import Any
 
-from placement.topology import GpuPlace, Link, NodeTopology, TopologyError, from_inventory, to_inventory
+from placement.topology import GpuPlace, Link, NodeTopology, TopologyError
 from scheduler.agent.inventory import Inventory
 from scheduler.agent.state import Snapshot
+from scheduler.wire.devices import DEVICES_VERSION
+from scheduler.wire.topology import from_inventory, to_inventory
 
-TOPOLOGY = "tessellate.dev/gpu-topology"
-DEVICES = "tessellate.dev/gpu-devices"
-DEVICES_VERSION = 1
 PCIE_GENERATIONS = (3, 4, 5, 6)
 NVLINK_GENERATIONS = (1, 2, 3, 4, 5)
 

@@ -64,9 +64,9 @@ from scheduler.agent.holdings import (
 from scheduler.agent.holdings import amount as _amount
 from scheduler.agent.holdings import gpu_users as _gpu_users
 from scheduler.agent.inventory import Gpu
-from scheduler.annotations import ASSIGNMENT, AssignmentError, GpuAssignment, GpuShare, decode
 from scheduler.kube import ApiError, KubeClient
 from scheduler.podspec import GPU_MEMORY, GPU_MILLI, MIG_PREFIX
+from scheduler.wire.assignment import ASSIGNMENT, AssignmentError, GpuAssignment, GpuShare, decode
 
 __all__ = ["ALLOCATED", "Claim", "ClaimError", "Claims", "KubePods", "PodSource", "gpu_users"]
 log = logging.getLogger("tessellate.agent.claims")

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scheduler.agent.inventory import Gpu
-from scheduler.annotations import ASSIGNMENT, AssignmentError, GpuShare, decode
 from scheduler.podspec import GPU, GPU_MILLI, MIG_PREFIX, QuantityError, count, is_sidecar
+from scheduler.wire.assignment import ASSIGNMENT, AssignmentError, GpuShare, decode
 
 ALLOCATED = "tessellate.dev/allocated"
 TESSELLATE = "tessellate"

@@ -1,4 +1,4 @@
-"""Applying one MIG plan (`tessellate.dev/mig-plan`, `placement/migrequest.py`) to this node's GPUs.
+"""Applying one MIG plan (`tessellate.dev/mig-plan`, `scheduler/wire/migplan.py`) to this node's GPUs.
 
 A plan lists, per GPU, the complete layout the scheduler wants. Plans only
 add: for each listed GPU the agent checks that the GPU is the one the plan
@@ -20,10 +20,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from placement.mig import MigError, MigGeometry, MigLayout, geometry
-from placement.migrequest import APPLIED, FAILED, GpuPlan, NodePlan, PlanStatus
 from scheduler.agent.discovery import Backend, MigConfigError
 from scheduler.agent.inventory import Gpu, Inventory
 from scheduler.agent.state import Snapshot
+from scheduler.wire.migplan import APPLIED, FAILED, GpuPlan, NodePlan, PlanStatus
 
 log = logging.getLogger("tessellate.agent.migplan")
 

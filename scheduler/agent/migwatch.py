@@ -23,7 +23,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from placement.migrequest import (
+from scheduler.agent.claims import PodSource, gpu_users
+from scheduler.agent.inventory import Gpu
+from scheduler.agent.migplan import MigPlanApplier, geometries
+from scheduler.agent.node import NodePublisher
+from scheduler.agent.state import DeviceState
+from scheduler.kube import ApiError, KubeClient
+from scheduler.wire.migplan import (
     FAILED,
     PLAN,
     PLAN_STATUS,
@@ -34,12 +40,6 @@ from placement.migrequest import (
     encode_status,
     plan_generation,
 )
-from scheduler.agent.claims import PodSource, gpu_users
-from scheduler.agent.inventory import Gpu
-from scheduler.agent.migplan import MigPlanApplier, geometries
-from scheduler.agent.node import NodePublisher
-from scheduler.agent.state import DeviceState
-from scheduler.kube import ApiError, KubeClient
 
 log = logging.getLogger("tessellate.agent.migwatch")
 

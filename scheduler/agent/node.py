@@ -21,12 +21,14 @@ import logging
 import threading
 from typing import Any
 
-from placement.migrequest import PLAN
 from placement.topology import TopologyError
-from scheduler.agent.annotation import DEVICES, TOPOLOGY, devices_annotation, encode, topology_annotation
+from scheduler.agent.annotation import devices_annotation, encode, topology_annotation
 from scheduler.agent.devices import GPU_MEMORY
 from scheduler.agent.state import DeviceState, Snapshot
 from scheduler.kube import ApiError, KubeClient
+from scheduler.wire.devices import DEVICES
+from scheduler.wire.migplan import PLAN
+from scheduler.wire.topology import TOPOLOGY
 
 log = logging.getLogger("tessellate.agent.node")
 

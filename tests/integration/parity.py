@@ -19,9 +19,9 @@ from typing import Any
 
 from integration import cluster, traceobjects
 from integration.schedproc import SchedulerProcess
-from scheduler.annotations import ASSIGNMENT, decode
 from scheduler.config import DEFAULT_POLICY
 from scheduler.kube import KubeClient
+from scheduler.wire.assignment import ASSIGNMENT, decode
 from simulator.timed import TimedResult, run_timed
 from simulator.trace import PodRecord, Trace
 

@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 
 from integration import cluster
-from scheduler.annotations import ASSIGNMENT, decode
 from scheduler.kube import KubeClient
+from scheduler.wire.assignment import ASSIGNMENT, decode
 
 
 def free_port() -> int:

@@ -23,18 +23,19 @@ import yaml
 
 from integration import cluster, rbac
 from integration.schedproc import wait_for
-from placement.topology import from_inventory, nvswitch
+from placement.topology import nvswitch
 from scheduler.agent.agent import Agent, AgentConfig
-from scheduler.agent.annotation import DEVICES, TOPOLOGY
 from scheduler.agent.claims import ALLOCATED
 from scheduler.agent.devices import GPU, GPU_MEMORY, GPU_MILLI
 from scheduler.agent.fake import FakeBackend, fake_uuid
 from scheduler.agent.fake_kubelet import FakeKubelet
 from scheduler.agent.proto import deviceplugin_pb2 as pb
 from scheduler.agent.responses import MPS_MEMORY, MPS_THREADS, VISIBLE_DEVICES
-from scheduler.annotations import ASSIGNMENT
 from scheduler.kube import ApiError, KubeClient
 from scheduler.nodes import node_info
+from scheduler.wire.assignment import ASSIGNMENT
+from scheduler.wire.devices import DEVICES
+from scheduler.wire.topology import TOPOLOGY, from_inventory
 
 pytestmark = pytest.mark.integration
 

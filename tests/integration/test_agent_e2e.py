@@ -33,14 +33,15 @@ from integration.test_agent import (
     other_ids,
 )
 from placement.mig import MigInstance, geometry
-from placement.migrequest import PLAN, PLAN_STATUS, decode_plan, decode_status
-from scheduler.agent.annotation import DEVICES, TOPOLOGY
 from scheduler.agent.devices import GPU, GPU_MEMORY, GPU_MILLI
 from scheduler.agent.fake import fake_uuid
 from scheduler.agent.fake_kubelet import FakeKubelet
 from scheduler.agent.responses import MPS_MEMORY, MPS_THREADS, VISIBLE_DEVICES
-from scheduler.annotations import ASSIGNMENT, GpuAssignment, decode
 from scheduler.kube import ApiError, KubeClient
+from scheduler.wire.assignment import ASSIGNMENT, GpuAssignment, decode
+from scheduler.wire.devices import DEVICES
+from scheduler.wire.migplan import PLAN, PLAN_STATUS, decode_plan, decode_status
+from scheduler.wire.topology import TOPOLOGY
 
 pytestmark = pytest.mark.integration
 

@@ -28,7 +28,14 @@ from integration.test_agent import (
     node_capacity_writer,
 )
 from placement.mig import MigLayout
-from placement.migrequest import (
+from scheduler.agent.agent import Agent, AgentConfig
+from scheduler.agent.devices import GPU, GPU_MILLI
+from scheduler.agent.fake import FakeBackend, created_mig_uuid, fake_uuid
+from scheduler.agent.fake_kubelet import FakeKubelet
+from scheduler.agent.responses import VISIBLE_DEVICES
+from scheduler.kube import ApiError, KubeClient
+from scheduler.wire.devices import DEVICES
+from scheduler.wire.migplan import (
     APPLIED,
     FAILED,
     PLAN,
@@ -38,13 +45,6 @@ from placement.migrequest import (
     decode_status,
     encode_plan,
 )
-from scheduler.agent.agent import Agent, AgentConfig
-from scheduler.agent.annotation import DEVICES
-from scheduler.agent.devices import GPU, GPU_MILLI
-from scheduler.agent.fake import FakeBackend, created_mig_uuid, fake_uuid
-from scheduler.agent.fake_kubelet import FakeKubelet
-from scheduler.agent.responses import VISIBLE_DEVICES
-from scheduler.kube import ApiError, KubeClient
 
 pytestmark = pytest.mark.integration
 

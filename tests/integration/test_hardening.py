@@ -12,7 +12,7 @@ import pytest
 from integration import cluster, rbac
 from integration.schedproc import SchedulerProcess, bound_count, check_no_overcommit, wait_for
 from scheduler.kube import KubeClient
-from scheduler.nodes import DEVICES
+from scheduler.wire.devices import DEVICES
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from integration import cluster, rbac
-from placement.migrequest import PLAN, PLAN_STATUS
 from scheduler.kube import ApiError, KubeClient
+from scheduler.wire.migplan import PLAN, PLAN_STATUS
 
 pytestmark = pytest.mark.integration
 

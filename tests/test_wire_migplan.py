@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from placement.mig import MigLayout, geometry, valid_placements
-from placement.migrequest import (
+from scheduler.wire.migplan import (
     APPLIED,
     FAILED,
     GpuPlan,
