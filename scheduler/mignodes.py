@@ -25,7 +25,6 @@ from placement.migplanner import plan_layout
 from scheduler.podspec import MIG_PREFIX
 from scheduler.wire.devices import DEVICES
 
-
 GPU_COUNT_LABEL = "nvidia.com/gpu.count"
 MAX_MIG_GPUS = 16
 

@@ -85,6 +85,11 @@ _PAPER_MARKERS = {
 _EXTRA_MARKERS = ("P", "X", "h", "<", ">", "p", "d")
 
 _DPI = 120
+
+BOUND_LABEL = "upper bound (any policy)"
+PACKING_LABEL = "offline packing"
+BOUND_LABELS = (BOUND_LABEL, PACKING_LABEL)
+"""Summary rows `sim compare --bound` adds: the proven bracket, not policies (never 'best')."""
 _WIDE = (7.5, 4.6)  # 900 x 552 px at 120 dpi
 
 
@@ -207,6 +212,7 @@ def best_policies(summary: pd.DataFrame) -> dict[str, str]:
     """Per workload, the policy with the highest mean allocation ratio at x=130 (ties: paper order)."""
     best: dict[str, str] = {}
     for workload, rows in summary.groupby("workload", sort=False):
+        rows = rows[~rows["sc_policy"].astype(str).isin(BOUND_LABELS)]
         values = pd.to_numeric(rows["alloc_at_130_mean"], errors="coerce")
         if values.notna().any():
             best[str(workload)] = str(rows.loc[values.idxmax(), "sc_policy"])
@@ -318,13 +324,18 @@ def _title(kind: str, workload: str, curves: dict[str, np.ndarray], frame: pd.Da
     return f"{kind} — {_mpl(workload)}\n{len(curves)} policies, {seeds} (line: mean, band: min\u2013max)"
 
 
-def plot_alloc_curves(alloc: pd.DataFrame, path: str | Path, workload: str) -> Path:
+def plot_alloc_curves(
+    alloc: pd.DataFrame, path: str | Path, workload: str, bound: pd.DataFrame | None = None
+) -> Path:
     """GPU allocation ratio vs arrived workload (the paper's Fig. 9a) for one workload.
 
     Mean over seeds per policy with a min-max band, the ideal y = x line (capped at
     100 %, the cluster's capacity) and an inset zooming into the saturated region.
+    With `bound` (`sim compare --bound`'s frame) the proven upper bound on any policy is a
+    dashed line through the points where it was computed (mean over seeds).
     """
     x, curves = _curves(alloc, workload)
+    bound_xy = _bound_line(bound, workload)
     styles = policy_colors(curves)
     fig = Figure(figsize=_WIDE, dpi=_DPI, layout="constrained")
     ax = fig.add_subplot()
@@ -333,6 +344,8 @@ def plot_alloc_curves(alloc: pd.DataFrame, path: str | Path, workload: str) -> P
         ideal_x, np.minimum(ideal_x, 100), color="#888888", linestyle="--", linewidth=1, label="ideal (y = x)"
     )
     _draw_curves(ax, x, curves, styles)
+    if bound_xy is not None:
+        ax.plot(*bound_xy, color="#000000", linestyle="--", linewidth=1.4, marker="_", label=BOUND_LABEL)
     ax.set_xlim(0, 130)
     ax.set_ylim(0, 105)
     ax.set_xticks(range(0, 131, 10))
@@ -352,6 +365,9 @@ def plot_alloc_curves(alloc: pd.DataFrame, path: str | Path, workload: str) -> P
         axins = ax.inset_axes([0.56, 0.07, 0.42, 0.45])
         axins.plot(ideal_x, np.minimum(ideal_x, 100), color="#888888", linestyle="--", linewidth=1)
         _draw_curves(axins, x, curves, styles)
+        if bound_xy is not None:
+            axins.plot(*bound_xy, color="#000000", linestyle="--", linewidth=1.4, marker="_")
+            hi = max(hi, float(bound_xy[1].max()))
         axins.set_xlim(80, 130)
         axins.set_ylim(max(0.0, lo - pad), min(101.0, hi + pad))
         axins.tick_params(labelsize=8)
@@ -359,6 +375,67 @@ def plot_alloc_curves(alloc: pd.DataFrame, path: str | Path, workload: str) -> P
         axins.set_title("zoom: 80\u2013130 % arrived", fontsize=8)
         ax.indicate_inset_zoom(axins, edgecolor="#777777", alpha=0.5)
     return _save(fig, path)
+
+
+def _bound_line(bound: pd.DataFrame | None, workload: str) -> tuple[np.ndarray, np.ndarray] | None:
+    if bound is None or bound.empty:
+        return None
+    rows = bound[bound["workload"].astype(str) == str(workload)]
+    if rows.empty:
+        return None
+    means = rows.groupby("x")["upper_pct"].mean().sort_index()
+    return means.index.to_numpy(dtype=float), means.to_numpy(dtype=float)
+
+
+def bound_summary(bound: pd.DataFrame) -> pd.DataFrame:
+    """Summary rows for the bracket: the upper bound and the offline packing, statistics over
+    seeds at x = 100 and 130 (NaN where not computed), in `summarize`'s columns."""
+    rows = []
+    for workload, group in bound.groupby("workload", sort=False):
+        for label, column in ((BOUND_LABEL, "upper_pct"), (PACKING_LABEL, "feasible_pct")):
+            row: dict[str, Any] = {"workload": workload, "sc_policy": label, "seeds": group["seed"].nunique()}
+            for x in (100, 130):
+                values = group.loc[group["x"] == x, column].astype(float)
+                stats = {"mean": values.mean(), "std": values.std(), "min": values.min(), "max": values.max()}
+                for stat, value in stats.items():
+                    row[f"alloc_at_{x}_{stat}"] = value if len(values) else np.nan
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def with_bound(summary: pd.DataFrame, bound: pd.DataFrame | None) -> pd.DataFrame:
+    """`summary` with the bracket's rows after each workload's policies."""
+    if bound is None or bound.empty:
+        return summary
+    extra = bound_summary(bound)
+    frames = []
+    for workload, rows in summary.groupby("workload", sort=False):
+        frames += [rows, extra[extra["workload"].astype(str) == str(workload)]]
+    return pd.concat(frames, ignore_index=True)
+
+
+def bound_sentences(summary: pd.DataFrame, bound: pd.DataFrame | None) -> list[str]:
+    """Per workload with FGD and a bound at x = 130: how many GPUs FGD leaves idle there and
+    how many of them any online policy could at most recover (upper bound minus FGD, GPUs)."""
+    if bound is None or bound.empty:
+        return []
+    out = []
+    for workload, group in bound[bound["x"] == 130].groupby("workload", sort=False):
+        rows = summary[
+            (summary["workload"].astype(str) == str(workload))
+            & (summary["sc_policy"].map(_canonical) == "fgd")
+        ]
+        if rows.empty:
+            continue
+        gpus = float(group["capacity_milli"].iloc[0]) / 1000
+        fgd = float(rows["alloc_at_130_mean"].iloc[0])
+        idle = gpus * (100 - fgd) / 100
+        recoverable = max(0.0, gpus * (float(group["upper_pct"].mean()) - fgd) / 100)
+        out.append(
+            f"{workload}: FGD leaves {idle:,.0f} GPUs idle; at most {recoverable:,.0f} of them are "
+            "recoverable by any online policy"
+        )
+    return out
 
 
 def plot_frag_curves(
@@ -754,7 +831,13 @@ def _img(path: Path) -> str:
     return f"data:image/png;base64,{data}"
 
 
-def write_html(out_dir: str | Path, summary: pd.DataFrame, plots: Mapping[str, Path], meta: Mapping) -> Path:
+def write_html(
+    out_dir: str | Path,
+    summary: pd.DataFrame,
+    plots: Mapping[str, Path],
+    meta: Mapping,
+    notes: Iterable[str] = (),
+) -> Path:
     """Write one self-contained `report.html` (inline CSS, images as data URIs, no JS) and return its path.
 
     `plots` maps a caption to a PNG file, shown in that order; `meta` is shown as a
@@ -770,7 +853,7 @@ def write_html(out_dir: str | Path, summary: pd.DataFrame, plots: Mapping[str, P
         f"<dt>{_e(_meta_label(str(k)))}</dt><dd>{_e(_meta_value(str(k), meta[k]))}</dd>" for k in keys
     )
     items += f"<dt>generated</dt><dd>{_e(generated)}</dd>"
-    verdict = _verdict(summary)
+    verdict = _verdict(summary) + "".join(f"<li>{_e(note)}</li>" for note in notes)
     figures = "".join(
         f'<figure><img src="{_img(Path(p))}" alt="{_e(caption)}">'
         f"<figcaption>{_e(caption)}</figcaption></figure>"
@@ -835,12 +918,15 @@ def write_report(
     frag_ratio: pd.DataFrame,
     extra: pd.DataFrame | None = None,
     meta: Mapping | None = None,
+    bound: pd.DataFrame | None = None,
 ) -> Path:
     """Summary, CSVs, an allocation and a fragmentation PNG per workload, the final-bars PNG and
-    report.html, all in `out_dir`.  Returns the HTML path.  `meta` entries override derived ones."""
+    report.html, all in `out_dir`.  Returns the HTML path.  `meta` entries override derived ones.
+    `bound` (`simulator.bound` results as a frame) adds the bracket's rows, a dashed line and
+    the idle/recoverable sentence."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarize(alloc, frag, frag_ratio, extra)
+    summary = with_bound(summarize(alloc, frag, frag_ratio, extra), bound)
     write_csvs(out, alloc, frag, frag_ratio, summary)
     plots: dict[str, Path] = {}
     used: set[str] = set()
@@ -854,7 +940,7 @@ def write_report(
             slug += "_"
         used.add(slug)
         plots[f"GPU allocation ratio vs arrived workload: {workload}"] = plot_alloc_curves(
-            alloc, out / f"alloc_{slug}.png", workload
+            alloc, out / f"alloc_{slug}.png", workload, bound
         )
         plots[f"GPU fragmentation ratio vs arrived workload: {workload}"] = plot_frag_curves(
             frag_ratio, out / f"frag_{slug}.png", workload
@@ -862,4 +948,4 @@ def write_report(
     if len(workloads) == 1:
         plots[bars_caption] = plot_final_bars(summary, out / "final_alloc.png")
     full_meta = {**_derived_meta(alloc), **dict(meta or {})}
-    return write_html(out, summary, plots, full_meta)
+    return write_html(out, summary, plots, full_meta, bound_sentences(summary, bound))

@@ -59,6 +59,23 @@ report.html (self-contained: open it in a browser, or mail it).
 """
 
 
+EPILOG_BOUND = """\
+examples:
+  tessellate sim bound                                      # synthetic workload, seed 42
+  tessellate sim bound --nodes openb_node_list_gpu_node.csv \\
+      --pods openb_pod_list_default.csv --tune 1.3 --seed 42 --at 100,130 --policies fgd,bestfit
+
+For the first n arrivals of the FGD protocol (the last event the paper's column x averages),
+prints an upper bound no policy can beat (a configuration LP by column generation; the bound is
+Lagrangian, so it stays valid when the time limit stops the solver early) and a feasible
+offline packing (replayed through the cluster state's own checks).
+Modelled exactly: CPU, memory and pod count per node, whole GPUs, fractions GPU by GPU
+(milli-GPU, GPU memory, sharer limits), GPU models, time-sliced GPUs.
+Relaxed (the bound stays valid): MIG instances count by compute share against the node's GPU
+capacity, without slot positions. CPU-only pods hold no GPU and are left out.
+"""
+
+
 def parse_seeds(text: str) -> list[int]:
     """'42' or '42,45' or '42-51' (inclusive) or a mix: '1,5-7'."""
     seeds: list[int] = []
@@ -235,10 +252,147 @@ def build_parser() -> argparse.ArgumentParser:
         "firstfit runs are labelled <policy>+mig-firstfit",
     )
     compare.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
+    compare.add_argument(
+        "--bound",
+        action="store_true",
+        help="also compute the proven upper bound and an offline packing per trace and seed at "
+        "x=100 and 130 (a row, a dashed line, and how many idle GPUs any policy could recover)",
+    )
+    compare.add_argument(
+        "--bound-time-limit", type=float, default=60.0, metavar="S", help="seconds per bound (default 60)"
+    )
+    _add_bound_parser(sim_commands)
     add_mig_commands(commands)
     add_scheduler_command(commands)
     add_agent_command(commands)
     return parser
+
+
+def parse_percentages(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--at takes percentages such as 100,130, not {text!r}") from None
+    if not values or any(not 1 <= v <= 130 for v in values):
+        raise argparse.ArgumentTypeError("--at takes percentages 1..130 of GPU capacity, e.g. 100,130")
+    return values
+
+
+def _add_bound_parser(sim_commands) -> None:
+    bound = sim_commands.add_parser(
+        "bound",
+        help="a proven upper bound on what any policy can allocate, and an offline packing",
+        description=(
+            "Bracket OPT, the most GPU any subset of the first arrivals can hold at once: an upper "
+            "bound that no online policy can beat, and a feasible offline packing below it."
+        ),
+        epilog=EPILOG_BOUND,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _trace_options(bound, many_pods=False)
+    bound.add_argument("--seed", type=int, default=42, help="shuffle/tuning seed (default 42)")
+    bound.add_argument(
+        "--at", type=parse_percentages, default=[100, 130], metavar="LIST", help="arrived %%, default 100,130"
+    )
+    bound.add_argument(
+        "--time-limit", type=float, default=60.0, metavar="S", help="solver seconds per point (default 60)"
+    )
+    bound.add_argument(
+        "--policies", type=parse_policies, default=[], help="also replay these (e.g. fgd,bestfit)"
+    )
+    bound.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _bound_row(point, trace, policies: dict[str, int]) -> dict:
+    r = point.result
+    pct = 100 / r.capacity_milli
+    return {
+        "workload": trace.name,
+        "x": point.x,
+        "arrivals": point.arrivals,
+        "arrived_pct": round(point.arrived_milli * pct, 3),
+        "upper_milli": r.upper_milli,
+        "feasible_milli": r.feasible_milli,
+        "upper_pct": round(r.upper_milli * pct, 3),
+        "feasible_pct": round(r.feasible_milli * pct, 3),
+        "gap_gpus": r.gap_milli / 1000,
+        "capacity_milli": r.capacity_milli,
+        "lp_optimal": r.lp_optimal,
+        "seconds": round(r.seconds, 2),
+        "relaxed": list(r.relaxed),
+        "packing": r.packing,
+        "policies": {
+            name: {"milli": v, "pct": round(v * pct, 3), "recoverable_gpus": (r.upper_milli - v) / 1000}
+            for name, v in policies.items()
+        },
+    }
+
+
+def cmd_sim_bound(args: argparse.Namespace) -> None:
+    import json
+
+    from simulator.bound import bound_points, policy_at
+
+    trace = _sources(args)[0].load()
+    if args.time_limit <= 0:
+        raise UsageError("--time-limit must be positive (seconds per point)")
+    with console.status(f"bounding {trace.name} at {', '.join(map(str, args.at))} % arrived"):
+        points = bound_points(trace, args.seed, args.tune, args.at, time_limit=args.time_limit)
+        ns = [pt.arrivals for pt in points]
+        held = {p: policy_at(trace, p, args.seed, args.tune, ns) for p in args.policies}
+    rows = [_bound_row(pt, trace, {p: held[p][i] for p in args.policies}) for i, pt in enumerate(points)]
+    out_console = _stdout_console()
+    if args.json:
+        out_console.print_json(json.dumps(rows))
+        return
+    table = Table(title=f"{trace.name} · seed {args.seed} · tune {args.tune}: what any policy can reach")
+    for name in ("x %", "arrivals", "upper bound %", "offline packing %", "gap GPUs", "LP closed", "s"):
+        table.add_column(name, justify="right")
+    for name in args.policies:
+        table.add_column(f"{name} % (≤ GPUs recoverable)", justify="right")
+    for row in rows:
+        table.add_row(
+            str(row["x"]),
+            f"{row['arrivals']:,}",
+            f"{row['upper_pct']:.2f}",
+            f"{row['feasible_pct']:.2f}",
+            f"{row['gap_gpus']:,.1f}",
+            "yes" if row["lp_optimal"] else "no",
+            f"{row['seconds']:.1f}",
+            *(
+                f"{v['pct']:.2f} (≤ {v['recoverable_gpus']:,.1f})"
+                for v in (row["policies"][name] for name in args.policies)
+            ),
+        )
+    out_console.print(table)
+    relaxed = sorted({text for row in rows for text in row["relaxed"]})
+    out_console.print("relaxed: " + ("; ".join(relaxed) if relaxed else "nothing this trace uses"))
+
+
+def _compare_bounds(sources, seeds, tune, time_limit: float, workers: int | None):
+    """The bracket at x = 100 and 130 per trace and seed, as `simulator.report`'s bound frame."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    import pandas as pd
+
+    jobs = [(source, seed) for source in sources for seed in seeds]
+    workers = max(1, min(len(jobs), workers or os.cpu_count() or 1))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(_bound_job, jobs, [tune] * len(jobs), [time_limit] * len(jobs)))
+    return pd.DataFrame([row for rows in results for row in rows])
+
+
+def _bound_job(job, tune, time_limit) -> list[dict]:
+    from simulator.bound import bound_points
+
+    source, seed = job
+    trace = source.load()
+    rows = []
+    for point in bound_points(trace, seed, tune, (100, 130), time_limit=time_limit):
+        row = _bound_row(point, trace, {})
+        rows.append({**{k: v for k, v in row.items() if k not in ("relaxed", "policies")}, "seed": seed})
+    return rows
 
 
 def _sources(args: argparse.Namespace) -> list:
@@ -429,6 +583,10 @@ def cmd_sim_compare(args: argparse.Namespace) -> None:
             )
 
         records = run_grid(specs, workers=args.workers, on_done=done)
+    bound = None
+    if args.bound:
+        with console.status("bounding: upper bound and offline packing per trace and seed"):
+            bound = _compare_bounds(sources, args.seeds, args.tune, args.bound_time_limit, args.workers)
     wall = time.perf_counter() - start
     alloc, frag, frag_ratio, extra = frames(records)
     meta = {
@@ -441,10 +599,12 @@ def cmd_sim_compare(args: argparse.Namespace) -> None:
             "synthetic (openb-like)" if s.is_synthetic else f"{s.nodes} + {s.pods}" for s in sources
         ),
     }
-    html = report.write_report(args.out, alloc, frag, frag_ratio, extra=extra, meta=meta)
-    summary = report.summarize(alloc, frag, frag_ratio, extra)
+    html = report.write_report(args.out, alloc, frag, frag_ratio, extra=extra, meta=meta, bound=bound)
+    summary = report.with_bound(report.summarize(alloc, frag, frag_ratio, extra), bound)
     out_console = _stdout_console()
     out_console.print(report.render_table(summary))
+    for sentence in report.bound_sentences(summary, bound):
+        out_console.print(sentence)
     out_console.print(f"{len(records)} runs in {wall:.1f} s. Report: {html}")
 
 
@@ -461,6 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("sim", "run"): cmd_sim_run,
         ("sim", "timed"): cmd_sim_timed,
         ("sim", "compare"): cmd_sim_compare,
+        ("sim", "bound"): cmd_sim_bound,
     }
     try:
         handlers[(args.command, args.sim_command)](args)
