@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
 OPENB = SHARED / "traces" / "openb-2023"
 EXPECTED = SHARED / "reference" / "fgd-expected"

@@ -5,11 +5,10 @@ from __future__ import annotations
 import importlib.util
 from collections import Counter
 from dataclasses import fields
-from pathlib import Path
 
 import numpy as np
 import pytest
-from paths import OPENB
+from paths import OPENB, REPO
 
 from simulator.trace import Trace
 from simulator.traces.synthetic import OPENB_2023, ClassMix, SyntheticConfig, apportion, generate
@@ -179,7 +178,7 @@ def test_apportion_keeps_the_total_and_rounds_by_largest_remainder():
 
 @pytest.mark.skipif(not OPENB.is_dir(), reason="shared openb traces not present")
 def test_the_embedded_parameters_are_what_the_measuring_script_measures():
-    script = Path(__file__).parents[1] / "scripts" / "measure_openb_mix.py"
+    script = REPO / "scripts" / "measure_openb_mix.py"
     spec = importlib.util.spec_from_file_location("measure_openb_mix", script)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -10,11 +10,11 @@ import re
 import statistics
 from collections import Counter
 from functools import cache
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from paths import REPO, SHARED
 
 from placement.catalogue import UnknownGpuModelError
 from placement.mig import (
@@ -42,8 +42,8 @@ from placement.migfrag import (
 from placement.migplanner import MigPlanFailure, plan_layout
 from tessellate import mig_cli
 
-ROOT = Path(__file__).resolve().parents[1]
-REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+ROOT = REPO
+REFERENCE_DIR = SHARED / "reference"
 REFERENCE_FILE = REFERENCE_DIR / "mig-profiles.yaml"
 needs_reference = pytest.mark.skipif(not REFERENCE_FILE.is_file(), reason="shared MIG reference not present")
 REQUIRED = ("A30-24GB", "A100-40GB", "A100-80GB", "H100-80GB", "H100-NVL-94GB", "H200-141GB")

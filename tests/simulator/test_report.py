@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from paths import EXPECTED
 from rich.console import Console
 
 from simulator import report
 
-EXPECTED = Path(__file__).parents[1].parent / "shared" / "reference" / "fgd-expected"
 COLUMNS = [str(x) for x in range(131)]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
