@@ -41,6 +41,13 @@ outcome is that of retrying every pending pod at every event
 (feasibility checks) per pass; pods not reached wait for the next departure,
 and the released nodes are remembered until a pass completes.
 
+Batch mode (``batch``: `placement.batch.BatchOptions`). The retry pass first takes the
+head of the queue, the oldest ``max_pods`` pending pods that fit alone on a released
+node, and decides them together (`placement.batch.place_batch`: CP-SAT, never worse
+than the greedy order); then the greedy pass above runs over what is still pending.
+Arrivals at one time are decided the same way before the per-arrival loop (which then
+places or queues the rest). Without ``batch`` nothing of this runs.
+
 Pods with ``deletion_time`` None run forever; a pod whose ``deletion_time``
 equals its ``creation_time`` never occupies anything and is counted as
 ``zero_duration`` (skipped). Pods without ``creation_time`` are an error
@@ -60,6 +67,7 @@ never placed are censored and not in the delay statistics.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,6 +86,7 @@ from placement import (
     TargetWorkload,
     create_policy,
 )
+from placement.batch import SKIPPED, BatchOptions, BatchResult, place_batch
 from placement.migplace import MigChoice, MigChooser
 from simulator.metrics import FragmentationRecorder
 from simulator.migmetrics import MigFragmentationMeter, mig_demand
@@ -185,6 +194,9 @@ class TimedResult:
     """Departures of running pods processed (each one a `release`)."""
     retry_passes: int = 0
     retry_attempts: int = 0
+    batch: BatchOptions | None = None
+    batch_solves: list[BatchSolve] = field(default_factory=list)
+    """Batch mode: one row per `place_batch` call (empty without batch mode)."""
     state: ClusterState | None = field(default=None, repr=False)
 
     @property
@@ -194,6 +206,12 @@ class TimedResult:
     @property
     def never_placed(self) -> int:
         return self.timed_out + self.withdrawn + self.pending_at_end
+
+    @property
+    def gpu_hours(self) -> float:
+        """Allocated GPU over the replay's span (the integral of allocated milli-GPU), in GPU-hours."""
+        steps = self.steps
+        return float((steps.allocated_milli * steps.time_weights()).sum()) / MILLI_PER_GPU / 3600
 
     def delay_percentile(self, q: float) -> float:
         return float(np.percentile(self.delays, q)) if len(self.delays) else 0.0
@@ -228,6 +246,25 @@ class TimedResult:
             "retry_attempts": float(self.retry_attempts),
             "span_s": float(steps.time[-1] - steps.time[0]) if len(steps) else 0.0,
             **self._mig_summary(),
+            **self._batch_summary(),
+        }
+
+    def _batch_summary(self) -> dict[str, float]:
+        """Batch mode only (so a run without it reports exactly the columns it always did)."""
+        if self.batch is None:
+            return {}
+        solved = [s for s in self.batch_solves if s.solved]
+        times = np.array([s.solve_s for s in solved]) if solved else np.zeros(1)
+        return {
+            "gpu_hours": self.gpu_hours,
+            "batch_calls": float(len(self.batch_solves)),
+            "batch_solves": float(len(solved)),
+            "batch_improved": float(sum(not s.fallback for s in solved)),
+            "batch_fallbacks": float(sum(s.fallback for s in solved)),
+            "batch_gain_milli": float(sum(s.placed_milli - s.greedy_milli for s in self.batch_solves)),
+            "batch_solve_p50_s": float(np.percentile(times, 50)),
+            "batch_solve_p95_s": float(np.percentile(times, 95)),
+            "batch_solve_max_s": float(times.max()),
         }
 
     def _mig_summary(self) -> dict[str, float]:
@@ -238,6 +275,31 @@ class TimedResult:
             "mig_frag_slices_mean": self.steps.time_average(frag),
             "mig_frag_slices_peak": float(frag.max()) if len(frag) else 0.0,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSolve:
+    """One `place_batch` call of a batch-mode replay (what benchmarks report)."""
+
+    time: float
+    where: Literal["retry", "arrivals"]
+    pods: int
+    status: str
+    solve_s: float
+    total_s: float
+    fallback: bool
+    greedy_milli: int
+    placed_milli: int
+
+    @property
+    def solved(self) -> bool:
+        return self.status not in SKIPPED
+
+    @classmethod
+    def of(cls, now: float, where: Literal["retry", "arrivals"], pods: int, r: BatchResult) -> BatchSolve:
+        return cls(
+            now, where, pods, r.status, r.solve_s, r.total_s, r.fallback, r.greedy_milli, r.placed_milli
+        )
 
 
 def _timeline(
@@ -350,6 +412,7 @@ class TimedReplay:
         on_missing_creation: MissingCreation = "error",
         mig_choice: MigChoice = "aware",
         mig_reconfig_s: float = 0.0,
+        batch: BatchOptions | None = None,
     ) -> None:
         if max_wait is not None and max_wait < 0:
             raise ValueError(f"max_wait must be >= 0 seconds or None, got {max_wait}")
@@ -362,6 +425,8 @@ class TimedReplay:
         self.trace, self.policy, self.seed = trace, policy, seed
         self.max_wait, self.retry_limit, self.samples = max_wait, retry_limit, samples
         self.mig_reconfig_s = mig_reconfig_s
+        self.batch = batch
+        self.batch_solves: list[BatchSolve] = []
         self.arrivals, self.departures, self.zero_duration, self.skipped = _timeline(
             trace, on_missing_creation
         )
@@ -445,6 +510,8 @@ class TimedReplay:
         self.retry_passes += 1
         queue = self.queue
         released = np.fromiter(sorted(self.released), dtype=np.int64, count=len(self.released))
+        if self.batch is not None:
+            self._batch_head(now, released)
         heap = [(queue.head(queue.requests[rid])[0], int(rid)) for rid in queue.open_pass(released)]
         heapq.heapify(heap)
         failed: list[int] = []
@@ -471,12 +538,47 @@ class TimedReplay:
         self.retry_attempts += tried
         return not heap
 
+    def _batch_head(self, now: float, released: np.ndarray) -> None:
+        """Batch mode: the oldest pending pods that fit alone on a released node, decided together."""
+        queue = self.queue
+        groups = [queue.groups[queue.requests[rid]] for rid in queue.open_pass(released).tolist()]
+        oldest = heapq.merge(*(g.items() for g in groups), key=lambda item: item[1])
+        pods = [(pod, queue.request_of[pod]) for pod, _ in itertools.islice(oldest, self.batch.max_pods)]  # type: ignore[union-attr]
+        if len(pods) < 2:
+            return  # one pod: the greedy pass decides it as well as any batch
+        result = place_batch(self.placer, pods, self.batch)
+        self.batch_solves.append(BatchSolve.of(now, "retry", len(pods), result))
+        for assignment in result.assignments:
+            self._start(assignment.pod, assignment, now, queue.remove(assignment.pod))
+            self.placed_after_wait += 1
+
+    def _batch_arrivals(self, now: float) -> None:
+        """Batch mode: this time's arrivals decided together (the loop in `_arrive` counts them)."""
+        end = self._arrived
+        while end < len(self.arrivals) and self.arrivals[end][0] == now:
+            end += 1
+        burst = self.arrivals[self._arrived : end]
+        size = self.batch.max_pods  # type: ignore[union-attr]
+        for first in range(0, len(burst) if len(burst) >= 2 else 0, size):
+            pods = [(pod, record.request) for _, pod, record in burst[first : first + size]]
+            if len(pods) < 2:
+                break
+            result = place_batch(self.placer, pods, self.batch)
+            self.batch_solves.append(BatchSolve.of(now, "arrivals", len(pods), result))
+            for assignment in result.assignments:
+                self._start(assignment.pod, assignment, now, now)
+
     def _arrive(self, now: float) -> None:
         """Arrivals at `now`, by name: placed at once if they fit, else queued."""
+        if self.batch is not None:
+            self._batch_arrivals(now)
         while self._arrived < len(self.arrivals) and self.arrivals[self._arrived][0] == now:
             _, pod, record = self.arrivals[self._arrived]
             self._arrived += 1
             self._seq += 1
+            if self.batch is not None and pod in self.start_time:  # placed by `_batch_arrivals`
+                self.placed_immediately += 1
+                continue
             decision = self.placer.place(pod, record.request)
             if isinstance(decision, Assignment):
                 self._start(pod, decision, now, now)
@@ -531,6 +633,8 @@ class TimedReplay:
             departures=self.departed,
             retry_passes=self.retry_passes,
             retry_attempts=self.retry_attempts,
+            batch=self.batch,
+            batch_solves=self.batch_solves,
             state=self.state,
         )
 
@@ -547,12 +651,14 @@ def run_timed(
     on_missing_creation: MissingCreation = "error",
     mig_choice: MigChoice = "aware",
     mig_reconfig_s: float = 0.0,
+    batch: BatchOptions | None = None,
 ) -> TimedResult:
     """Replay `trace` in time with departures; see the module docstring for the rules.
 
     MIG requests are placed by `mig_choice` (`placement.migplace`); a placement that
     creates MIG instances (its assignment carries `MigPlan`s) holds its capacity at once
     but starts `mig_reconfig_s` later, the time the reconfiguration takes to apply.
+    With `batch`, pending heads and arrival bursts are decided together (module docstring).
 
     Nodes are in name order (score ties go to the lowest name); `seed` feeds the
     policy's random source (only the random policies use it). `progress(n)` is
@@ -570,5 +676,6 @@ def run_timed(
         on_missing_creation=on_missing_creation,
         mig_choice=mig_choice,
         mig_reconfig_s=mig_reconfig_s,
+        batch=batch,
     )
     return replay.run(progress)
