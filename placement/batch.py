@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -118,10 +118,12 @@ def _trial(state: ClusterState) -> Iterator[list[Assignment]]:
             state.release(a.pod)
 
 
-def _greedy(placer: Placer, pods: Sequence[Pod], made: list[Assignment]) -> None:
+def _greedy(
+    placer: Placer, pods: Sequence[Pod], made: list[Assignment], eligible: Mapping[str, np.ndarray]
+) -> None:
     """`Placer` one pod at a time in the given order, allocating each (into `made`)."""
     for name, request in pods:
-        decision = placer.place(name, request)
+        decision = placer.place(name, request, eligible.get(name))
         if isinstance(decision, Assignment):
             placer.state.allocate(decision)
             made.append(decision)
@@ -149,19 +151,27 @@ def _at_bound(
     return _score([a for a in greedy if a.pod in names])[0] >= bound
 
 
-def place_batch(placer: Placer, pods: Sequence[Pod], options: BatchOptions | None = None) -> BatchResult:
+def place_batch(
+    placer: Placer,
+    pods: Sequence[Pod],
+    options: BatchOptions | None = None,
+    eligible: Mapping[str, np.ndarray] | None = None,
+) -> BatchResult:
     """Decide `pods` (name, request) together on `placer`'s state; the state is left as it was.
 
     The first `options.max_pods` modellable pods go to CP-SAT; every other pod, and every
     modelled pod the answer leaves out, is then tried greedily in the given order.
+    `eligible` (pod name -> node mask) narrows where a pod may go, as `Placer.place` takes
+    it: the live scheduler's filters (taints, affinity) decided per pod.
     """
     options = options or BatchOptions()
+    eligible = eligible or {}
     started = time.perf_counter()
     state = placer.state
     if len({name for name, _ in pods}) != len(pods):
         raise ValueError("place_batch: duplicate pod names in the batch")
     with _trial(state) as made:
-        _greedy(placer, pods, made)
+        _greedy(placer, pods, made, eligible)
         greedy = tuple(made)
     greedy_milli, greedy_pods = _score(greedy)
     placed = {a.pod for a in greedy}
@@ -184,7 +194,7 @@ def place_batch(placer: Placer, pods: Sequence[Pod], options: BatchOptions | Non
             **extra,  # type: ignore[arg-type]
         )
 
-    fits = {name: placer.fits(request) for name, request in model_pods}
+    fits = {name: _fits(placer, request, eligible.get(name)) for name, request in model_pods}
     waiting = [r for n, r in model_pods if n not in placed and fits[n].any()]
     if not waiting:
         return result(greedy, SKIPPED_COMPLETE)
@@ -204,7 +214,7 @@ def place_batch(placer: Placer, pods: Sequence[Pod], options: BatchOptions | Non
             made_ok = None
         else:
             made_ok = len(made)
-            _greedy(placer, [p for p in pods if p[0] not in {a.pod for a in made}], made)
+            _greedy(placer, [p for p in pods if p[0] not in {a.pod for a in made}], made, eligible)
         chosen = tuple(made)
     if made_ok is None:
         return result(greedy, INVALID, solve_s=solve_s, fallback=True)
@@ -212,6 +222,11 @@ def place_batch(placer: Placer, pods: Sequence[Pod], options: BatchOptions | Non
     if _score(chosen) <= (greedy_milli, greedy_pods):
         return result(greedy, status, solve_s=solve_s, fallback=True, solver_milli=solver_milli)
     return result(chosen, status, solve_s=solve_s, solver_milli=solver_milli)
+
+
+def _fits(placer: Placer, request: Request, mask: np.ndarray | None) -> np.ndarray:
+    fits = placer.fits(request)
+    return fits if mask is None else fits & mask
 
 
 @dataclass

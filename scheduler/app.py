@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from placement.batch import BatchOptions
 from scheduler.cache import AccountingProblem, ClusterCache, NodeProblem, Placed
 from scheduler.config import SchedulerConfig
 from scheduler.cycle import (
@@ -112,6 +113,11 @@ class Scheduler:
             preemption=config.preemption,
             pending=self._pending,
             nominator=self.queue.nominator,
+            group_batch=(
+                BatchOptions(max_pods=64, time_limit_s=config.podGroupBatchSeconds)
+                if config.podGroupBatchSeconds > 0
+                else None
+            ),
         )
         self._loop_thread: threading.Thread | None = None
         self.http = HealthServer(config.bindAddress, self.metrics.registry, self._healthy, self._ready)

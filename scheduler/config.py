@@ -84,6 +84,9 @@ class SchedulerConfig:
     preemption: bool = True
     """A pod that fits nowhere may delete lower-priority pods to make room (kube-scheduler's
     DefaultPreemption); needs `delete` on pods."""
+    podGroupBatchSeconds: float = 0.5
+    """A pod group that does not fit one member at a time is decided as one batch by CP-SAT
+    within this many seconds (`placement/batch.py`: never worse than one at a time); 0: off."""
     filters: list[str] = field(default_factory=lambda: list(DEFAULT_FILTERS))
     """The profile's Filter plugins, in order (`scheduler/plugins/`); drop one to turn it off."""
     readinessApiTimeoutSeconds: float = 30.0
@@ -120,6 +123,8 @@ class SchedulerConfig:
             raise ConfigError(f"maxGpuSharers: must be 0 (unlimited) or positive, got {self.maxGpuSharers}")
         if self.migPlanTimeoutSeconds <= 0:
             raise ConfigError(f"migPlanTimeoutSeconds: must be positive, got {self.migPlanTimeoutSeconds}")
+        if not 0 <= self.podGroupBatchSeconds <= 60:
+            raise ConfigError(f"podGroupBatchSeconds: must be 0 (off) to 60, got {self.podGroupBatchSeconds}")
         if self.podMaxBackoffSeconds < self.podInitialBackoffSeconds:
             raise ConfigError("podMaxBackoffSeconds must be >= podInitialBackoffSeconds")
         host, _, port = self.bindAddress.rpartition(":")

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from placement import Unschedulable
+from placement.batch import BatchOptions
 from scheduler.cache import ClusterCache, Placed
 from scheduler.gang import GroupDecision, decide_group
 from scheduler.migplans import MigWait
@@ -89,6 +90,8 @@ class CycleSettings:
     preemption: bool
     pending: Callable[[PodRecord], bool]
     """Whether a pod is this scheduler's to place now (for a group's other members)."""
+    group_batch: BatchOptions | None = None
+    """Pod groups that do not fit one member at a time are tried as one CP-SAT batch."""
     nominator: Nominator = field(default_factory=Nominator)
     """Preemptors waiting for their victims (the queue's, `SchedulingQueue.nominator`)."""
 
@@ -129,7 +132,7 @@ def _decide(cache: ClusterCache, rec: PodRecord, ended: str | None, settings: Cy
     if rec.problem is not None:  # PreFilter
         return Invalid(rec, rec.problem)
     if rec.group is not None:
-        return BindGroup(decide_group(cache, rec.group, settings.pending))
+        return BindGroup(decide_group(cache, rec.group, settings.pending, settings.group_batch))
     try:
         result = cache.decide(rec)  # Filter, Score, Reserve
     except PodRequestError as exc:

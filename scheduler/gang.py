@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from placement import Unschedulable
+from placement.batch import BatchOptions, place_batch
 from placement.gang import demand_order, place_together
 from scheduler.podspec import PodRequestError
 
@@ -96,11 +97,18 @@ def decision_order(members: Iterable[PodRecord]) -> list[PodRecord]:
     return sorted(members, key=key)
 
 
-def decide_group(cache: ClusterCache, group: PodGroup, pending: Callable[[PodRecord], bool]) -> GroupDecision:
+def decide_group(
+    cache: ClusterCache,
+    group: PodGroup,
+    pending: Callable[[PodRecord], bool],
+    batch: BatchOptions | None = None,
+) -> GroupDecision:
     """Decide every pending member of `group`; keep the decisions only if enough members run.
 
     `pending` says which records are this scheduler's to place now (the caller's filter:
-    our scheduler name, unbound, not deleting, not gated). Expects `cache.lock` held.
+    our scheduler name, unbound, not deleting, not gated). When one member at a time leaves
+    too few placed, `batch` (if given) decides the members together with CP-SAT
+    (`placement.batch`), which may fit them where greedy order cannot. Expects `cache.lock`.
     """
     decision = GroupDecision(group)
     mins: set[int] = set()
@@ -143,6 +151,9 @@ def decide_group(cache: ClusterCache, group: PodGroup, pending: Callable[[PodRec
     decision.failed = {rec.uid: why for rec, why in outcome.refused}
     if outcome.enough:
         return decision
+    together = _decide_together(cache, decision, batch) if batch is not None else None
+    if together is not None:
+        return together
     first, why = outcome.refused[0]
     return _fail_all(
         decision,
@@ -150,6 +161,40 @@ def decide_group(cache: ClusterCache, group: PodGroup, pending: Callable[[PodRec
         f"{decision.running + outcome.rolled_back} fit now; "
         f"{len(outcome.refused)} member(s) do not fit, e.g. {first.key}: {why}",
     )
+
+
+def _decide_together(
+    cache: ClusterCache, decision: GroupDecision, options: BatchOptions
+) -> GroupDecision | None:
+    """The members decided as one batch; None (nothing reserved) unless enough of them fit.
+
+    Only groups whose members the core alone can judge together: no extended resources and
+    no anti-affinity (both are checked per pod by the filters, not between batch members),
+    no MIG (a new instance needs the node agent first)."""
+    members = decision.members
+    if not members or not cache.ensure_built() or cache.placer is None:
+        return None
+    for rec in members:
+        if rec.request is None or rec.request.extended or rec.anti_affinity or rec.request.request.is_mig:
+            return None
+    eligible = {rec.uid: cache.filter(rec)[0] for rec in members}
+    pods = [(rec.uid, rec.request.request) for rec in members if rec.request is not None]
+    result = place_batch(cache.placer, pods, options, eligible)
+    if decision.running + len(result.assignments) < decision.group.min_available:
+        return None
+    by_uid = {rec.uid: rec for rec in members}
+    placed: list[Placed] = []
+    try:
+        for assignment in result.assignments:
+            placed.append(cache.reserve(by_uid[assignment.pod], assignment))
+    except Exception:
+        for p in placed:
+            cache.forget(p.uid)
+        raise
+    decision.placed = placed
+    chosen = {p.uid for p in placed}
+    decision.failed = {uid: why for uid, why in decision.failed.items() if uid not in chosen}
+    return decision
 
 
 def _fail_all(decision: GroupDecision, message: str) -> GroupDecision:

@@ -37,7 +37,7 @@ needs at least as much in every check (`Placer.needs_at_least`: CPU, memory,
 pod slot, GPU count, milli and GPU memory, models, MIG profile and count, on
 every kind of node) fails too and is skipped without a placement attempt. The
 outcome is that of retrying every pending pod at every event
-(tests/test_timed_naive.py). ``retry_limit`` caps the placement attempts
+(tests/simulator/test_timed_naive.py). ``retry_limit`` caps the placement attempts
 (feasibility checks) per pass; pods not reached wait for the next departure,
 and the released nodes are remembered until a pass completes.
 

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from paths import OPENB
 
 from placement import ClusterState, Fragmentation, FragmentationTracker, NodeSpec, Request
 from placement.fit import feasible_mask
 from simulator.replay import target_workload
 from simulator.timed import PENDING, PLACED, TIMED_OUT, WITHDRAWN, run_timed
 from simulator.trace import PodRecord, Trace
-
-OPENB = Path(__file__).parents[1].parent / "shared" / "traces" / "openb-2023"
 
 GPU = Request(cpu_milli=1000, gpu_count=1, gpu_milli=1000)
 HALF = Request(cpu_milli=1000, gpu_count=1, gpu_milli=500)

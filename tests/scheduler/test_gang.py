@@ -254,3 +254,41 @@ def test_claimed_members_leave_the_line_and_end_like_popped_pods() -> None:
     assert queue.pop(timeout=0) is None
     assert queue.depth()["unschedulable"] == 3
     assert queue.move_all_to_active() == 3
+
+
+# -- a group decided as one CP-SAT batch ------------------------------------------------------
+
+
+def test_a_group_that_falls_short_one_member_at_a_time_is_placed_as_a_batch(monkeypatch) -> None:
+    from placement.batch import BatchOptions
+    from placement.gang import GroupOutcome
+    from scheduler import gang
+
+    cache = cache_with(node("n0"), node("n1"), node("n2"))
+    for host in ("n1", "n2"):  # GPUs 0-3 busy: one idle 8-GPU node and two 4-GPU holes
+        p = pod(f"busy-{host}", gpus(4))
+        p["spec"]["nodeName"] = host
+        cache.upsert_pod(p)
+    recs = add(cache, *(member(f"w{i}", "job", 3, gpus(g)) for i, g in enumerate((4, 4, 8))))
+
+    def short(members, min_available, running, decide, undo):  # greedy order that strands the 8
+        return GroupOutcome(refused=[(m, "greedy order left it no room") for m in members])
+
+    monkeypatch.setattr(gang, "place_together", short)
+    assert run_pass(cache, recs[0]).placed == []  # without the batch the group waits
+    decision = decide_group(cache, recs[0].group, pending, BatchOptions(time_limit_s=2.0))
+    where = {p.key: p.node for p in decision.placed}
+    assert where == {"ns/w0": where["ns/w0"], "ns/w1": where["ns/w1"], "ns/w2": "n0"}
+    assert {where["ns/w0"], where["ns/w1"]} == {"n1", "n2"} and not decision.failed
+    assert cache.state is not None and cache.state.allocated_gpu_milli == 24000  # all reserved
+    assert sorted(cache.assumed) == sorted(r.uid for r in recs)
+
+
+def test_a_batch_that_still_falls_short_reserves_nothing(monkeypatch) -> None:
+    from placement.batch import BatchOptions
+
+    cache = cache_with(node("n0", gpus=4))
+    recs = add(cache, *(member(f"w{i}", "job", 2, gpus(4)) for i in range(2)))
+    decision = decide_group(cache, recs[0].group, pending, BatchOptions(time_limit_s=1.0))
+    assert decision.placed == [] and len(decision.failed) == 2
+    assert cache.state is not None and cache.state.allocated_gpu_milli == 0 and not cache.assumed
