@@ -81,7 +81,10 @@ def run_inflation(
     plan = plan_inflation(trace, seed, tune)
     state = ClusterState(plan.nodes)
     target = target if target is not None else paper_target_workload(trace)
-    policy_object = create_policy(policy, PolicyContext(rng=plan.rng, target=target))
+    # `expected` is the product's definition of the same trace's workload, for policies that
+    # ask for it (tessellate); FGD and the metrics keep `target`.
+    context = PolicyContext(rng=plan.rng, target=target, expected=target_workload(trace))
+    policy_object = create_policy(policy, context)
     placer = Placer(state, policy_object, mig=MigChooser(mig_choice, mig_demand(trace)))
     series = EventSeries.empty(len(plan.arrivals))
     recorder = FragmentationRecorder(Fragmentation(target, state), state)

@@ -1,6 +1,6 @@
 """Placement policies, registered by their command-line names."""
 
-from placement.policies import classic, fgd, topology_aware  # noqa: F401 - registration side effect
+from placement.policies import classic, fgd, tessellate, topology_aware  # noqa: F401 - registration side effect
 from placement.policies.base import POLICIES, Policy, PolicyContext, create_policy
 
 PAPER_POLICIES = ("random", "dotprod", "clustering", "packing", "bestfit", "fgd")

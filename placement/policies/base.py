@@ -31,6 +31,10 @@ class PolicyContext:
     target: TargetWorkload | None = None
     topology_weight: float = 0.5
     """How much topology-aware policies weigh NVLink/PCIe fitness against packing (0..1)."""
+    expected: TargetWorkload | None = None
+    """The product's expected workload (`placement.workload.expected_workload`: every shape),
+    for policies that want it besides `target` (the paper's replay keeps the paper's 95 %
+    cut in `target`); None: use `target`. FGD ignores it."""
 
 
 class Policy(ABC):
