@@ -32,7 +32,7 @@ import numpy as np
 from placement.fragmentation import Fragmentation, TargetWorkload
 from placement.model import MILLI_PER_GPU, Request
 from placement.policies.base import Policy, register
-from placement.policies.fgd import quantised_gain
+from placement.policies.fgd import GpuChoiceMemo, fraction_variants, gpus_after_whole, quantised_gain
 from placement.state import ClusterState
 
 _PRIMARY = 1 << 40
@@ -93,20 +93,16 @@ class TessellatePolicy(Policy):
             raise ValueError("the tessellate policy needs a target workload (typical pods)")
         self.fragmentation = Fragmentation(self.context.target, state)
         self.capacity = HostableCapacity(self.context.expected or self.context.target, state)
-        self._gpu_choice: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._gpu_choice = GpuChoiceMemo()
 
     def score(self, state: ClusterState, request: Request, nodes: np.ndarray) -> np.ndarray:
         if request.is_fraction:
             per_gpu = self._per_gpu_scores(state, request, nodes)
-            self._remember_gpu_choice(state, request, nodes, per_gpu.argmax(axis=1))
+            self._gpu_choice.remember(state, request, nodes, per_gpu.argmax(axis=1))
             return per_gpu.max(axis=1)
         cpu = state.cpu_left[nodes]
         gpu = state.gpu_left[nodes]
-        gpu_after = gpu
-        if request.gpu_count:
-            free = gpu == MILLI_PER_GPU
-            taken = free & (np.cumsum(free, axis=1) <= request.gpu_count)
-            gpu_after = gpu - MILLI_PER_GPU * taken
+        gpu_after = gpus_after_whole(state, request, nodes)
         before = self._measure(state, nodes, cpu, gpu)
         return self._combine(before, self._measure(state, nodes, cpu - request.cpu_milli, gpu_after))
 
@@ -125,22 +121,10 @@ class TessellatePolicy(Policy):
         return quantised_gain(before[0], after[0]) * _PRIMARY - loss.astype(np.int64)
 
     def choose_fraction_gpu(self, state: ClusterState, node: int, request: Request) -> int:
-        remembered = self._gpu_choice.get(request.score_key)
-        if remembered is not None and remembered[1][node] == state.version[node]:
-            return int(remembered[0][node])
+        remembered = self._gpu_choice.recall(state, request, node)
+        if remembered is not None:
+            return remembered
         return int(np.argmax(self._per_gpu_scores(state, request, np.array([node]))[0]))
-
-    def _remember_gpu_choice(
-        self, state: ClusterState, request: Request, nodes: np.ndarray, best: np.ndarray
-    ) -> None:
-        """Keep each scored node's best GPU, so choosing the GPU repeats no scoring work."""
-        entry = self._gpu_choice.get(request.score_key)
-        if entry is None:
-            n = len(state)
-            entry = (np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int64))
-            self._gpu_choice[request.score_key] = entry
-        entry[0][nodes] = best
-        entry[1][nodes] = state.version[nodes]
 
     def _per_gpu_scores(self, state: ClusterState, request: Request, nodes: np.ndarray) -> np.ndarray:
         """[k, G] scores of putting the fraction on each GPU; the int64 minimum where it does not fit.
@@ -151,16 +135,7 @@ class TessellatePolicy(Policy):
         k, g = len(nodes), state.max_gpus
         left = state.gpu_left[nodes]
         cpu = state.cpu_left[nodes]
-        fits = left >= request.gpu_milli
-        twins = left[:, :, None] == left[:, None, :]
-        room = state.fraction_room(request, nodes)
-        if room is not None:
-            fits &= room
-            twins &= fits[:, :, None]
-        earlier_twin = np.triu(twins, k=1).any(axis=1)
-        node_of, gpu = np.nonzero(fits & ~earlier_twin)
-        variants = left[node_of]
-        variants[np.arange(len(gpu)), gpu] -= request.gpu_milli
+        node_of, gpu, variants = fraction_variants(state, request, nodes)
         frag, value = self._measure(state, nodes, cpu, left)
         after = self._measure(state, nodes[node_of], cpu[node_of] - request.cpu_milli, variants)
         scores = np.full((k, g), np.iinfo(np.int64).min, dtype=np.int64)
