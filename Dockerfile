@@ -18,6 +18,7 @@ COPY pyproject.toml README.md ./
 COPY placement/ placement/
 COPY scheduler/ scheduler/
 COPY simulator/ simulator/
+COPY agent/ agent/
 COPY tessellate/ tessellate/
 RUN pip wheel --wheel-dir /wheels .
 

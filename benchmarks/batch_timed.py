@@ -22,12 +22,11 @@ import time
 import numpy as np
 from rich.console import Console
 from rich.table import Table
-
-from placement import POLICIES
-from placement.batch import BatchOptions
-from simulator.timed import TimedResult, run_timed
-from simulator.trace import Trace
-from simulator.traces.synthetic import SyntheticConfig, generate
+from tessellate.placement import POLICIES
+from tessellate.placement.batch import BatchOptions
+from tessellate.simulator.timed import TimedResult, run_timed
+from tessellate.simulator.trace import Trace
+from tessellate.simulator.traces.synthetic import SyntheticConfig, generate
 
 
 def workloads() -> dict[str, Trace]:

@@ -25,9 +25,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from placement import POLICIES  # noqa: E402
-from simulator.bound import bound_points, policy_at  # noqa: E402
-from simulator.traces.openb import load_trace  # noqa: E402
+from tessellate.placement import POLICIES  # noqa: E402
+from tessellate.simulator.bound import bound_points, policy_at  # noqa: E402
+from tessellate.simulator.traces.openb import load_trace  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 OPENB = SHARED / "traces" / "openb-2023"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scheduler.gang import MIN_AVAILABLE, POD_GROUP
+from tessellate.scheduler.gang import MIN_AVAILABLE, POD_GROUP
 
 
 def gpu_node(name: str) -> dict[str, Any]:

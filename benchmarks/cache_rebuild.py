@@ -24,11 +24,11 @@ from typing import Any
 from cache_objects import gpu_node, gpu_pod
 from rich.console import Console
 from rich.table import Table
+from tessellate.scheduler.cache import ClusterCache
+from tessellate.scheduler.nodes import node_info
 
-from scheduler.cache import ClusterCache
-from scheduler.nodes import node_info
-from scheduler.wire.assignment import ASSIGNMENT
-from scheduler.wire.devices import DEVICES
+from tessellate.wire.assignment import ASSIGNMENT
+from tessellate.wire.devices import DEVICES
 
 
 def bad_node(name: str, kind: int) -> dict[str, Any]:

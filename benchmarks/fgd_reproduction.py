@@ -22,8 +22,8 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from tessellate.simulator.experiment import RunSpec, TraceSource, frames, run_grid
 
-from simulator.experiment import RunSpec, TraceSource, frames, run_grid
 from tessellate.cli import parse_seeds
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -79,7 +79,7 @@ def main() -> int:
     wall = time.perf_counter() - start
     alloc, frag, frag_ratio, extra = frames(records)
     if args.out:
-        from simulator.report import summarize, write_csvs
+        from tessellate.simulator.report import summarize, write_csvs
 
         write_csvs(args.out, alloc, frag, frag_ratio, summarize(alloc, frag, frag_ratio, extra))
 

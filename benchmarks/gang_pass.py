@@ -22,10 +22,9 @@ from collections.abc import Callable
 from cache_objects import gpu_node, gpu_pod
 from rich.console import Console
 from rich.table import Table
-
-from scheduler.cache import ClusterCache
-from scheduler.gang import decide_group
-from scheduler.podrecord import PodRecord
+from tessellate.scheduler.cache import ClusterCache
+from tessellate.scheduler.gang import decide_group
+from tessellate.scheduler.podrecord import PodRecord
 
 
 def busy_cache(nodes: int, rng: random.Random) -> ClusterCache:

@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 import urllib3
 import yaml
-
-from placement import (
+from tessellate.placement import (
     MILLI_PER_GPU,
     Assignment,
     ClusterState,
@@ -40,8 +39,9 @@ from placement import (
     Request,
     TargetWorkload,
 )
-from placement.state import OverCommitError
-from scheduler.kube import ApiError, KubeClient
+from tessellate.placement.state import OverCommitError
+
+from tessellate.kube import ApiError, KubeClient
 
 REPO = Path(__file__).resolve().parents[1]
 CONTROL_PLANE = REPO / "scripts" / "control-plane"

@@ -24,10 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 OPENB = REPO.parent / "shared" / "traces" / "openb-2023"
 sys.path.insert(0, str(REPO / "tests"))
 from integration import cluster, parity, rbac  # noqa: E402  (the integration tests' helpers)
-
-from scheduler.config import DEFAULT_POLICY  # noqa: E402
-from simulator.trace import Trace  # noqa: E402
-from simulator.traces.openb import load_trace  # noqa: E402
+from tessellate.scheduler.config import DEFAULT_POLICY  # noqa: E402
+from tessellate.simulator.trace import Trace  # noqa: E402
+from tessellate.simulator.traces.openb import load_trace  # noqa: E402
 
 
 def subset(trace: Trace, every_node: int, every_pod: int) -> Trace:

@@ -19,8 +19,8 @@ import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-from simulator.timed import PLACED, run_timed
-from simulator.traces.migmix import MigMixConfig, generate_mig_mix
+from tessellate.simulator.timed import PLACED, run_timed
+from tessellate.simulator.traces.migmix import MigMixConfig, generate_mig_mix
 
 CHOICES = ("aware", "firstfit")
 

@@ -21,12 +21,12 @@ import time
 from cache_objects import gpu_node, gpu_pod
 from rich.console import Console
 from rich.table import Table
+from tessellate.placement import Unschedulable
+from tessellate.scheduler.cache import ClusterCache, Placed
+from tessellate.scheduler.podrecord import PodRecord
+from tessellate.scheduler.preemption import MAX_CANDIDATES, find_preemption
 
-from placement import Unschedulable
-from scheduler.cache import ClusterCache, Placed
-from scheduler.podrecord import PodRecord
-from scheduler.preemption import MAX_CANDIDATES, find_preemption
-from scheduler.wire.assignment import ASSIGNMENT
+from tessellate.wire.assignment import ASSIGNMENT
 
 
 def run(cache: ClusterCache, p: dict) -> PodRecord | None:

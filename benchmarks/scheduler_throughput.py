@@ -73,8 +73,7 @@ from kube_bench import (
 )
 from rich.console import Console
 from rich.table import Table
-
-from scheduler.config import ClientConnection
+from tessellate.scheduler.config import ClientConnection
 
 TARGET_PODS_PER_S = 100.0
 TARGET_P99_MS = 10.0

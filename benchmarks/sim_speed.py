@@ -17,10 +17,9 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-
-from placement import PAPER_POLICIES
-from simulator.replay import run_inflation
-from simulator.traces.openb import load_trace
+from tessellate.placement import PAPER_POLICIES
+from tessellate.simulator.replay import run_inflation
+from tessellate.simulator.traces.openb import load_trace
 
 TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "openb-2023"
 

@@ -25,8 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-
-from placement import (
+from tessellate.placement import (
     MILLI_PER_GPU,
     Assignment,
     ClusterState,
@@ -36,12 +35,12 @@ from placement import (
     TargetWorkload,
     create_policy,
 )
-from placement.rng import NumpyInts
-from placement.workload import COVERAGE, MAX_TYPES, expected_workload
-from simulator.experiment import record_of
-from simulator.replay import paper_target_workload, run_inflation, trace_models
-from simulator.trace import Trace
-from simulator.traces.openb import load_trace
+from tessellate.placement.rng import NumpyInts
+from tessellate.placement.workload import COVERAGE, MAX_TYPES, expected_workload
+from tessellate.simulator.experiment import record_of
+from tessellate.simulator.replay import paper_target_workload, run_inflation, trace_models
+from tessellate.simulator.trace import Trace
+from tessellate.simulator.traces.openb import load_trace
 
 OPENB = Path(__file__).resolve().parents[2] / "shared" / "traces" / "openb-2023"
 TRACES = ("default", "gpuspec25", "gpuspec10", "gpushare40", "multigpu40")

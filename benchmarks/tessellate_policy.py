@@ -22,8 +22,8 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from tessellate.simulator.experiment import RunSpec, TraceSource, run_grid
 
-from simulator.experiment import RunSpec, TraceSource, run_grid
 from tessellate.cli import parse_seeds
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -22,11 +22,10 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-
-from placement import MILLI_PER_GPU, Request
-from simulator.timed import run_timed
-from simulator.trace import PodRecord, Trace
-from simulator.traces.synthetic import SyntheticConfig, generate
+from tessellate.placement import MILLI_PER_GPU, Request
+from tessellate.simulator.timed import run_timed
+from tessellate.simulator.trace import PodRecord, Trace
+from tessellate.simulator.traces.synthetic import SyntheticConfig, generate
 
 TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "openb-2023"
 GPU_MEMORY_MIB = 16384
@@ -49,7 +48,7 @@ def bounded(trace: Trace) -> Trace:
 
 
 def workloads(traces: Path) -> dict[str, Trace]:
-    from simulator.traces.openb import load_trace
+    from tessellate.simulator.traces.openb import load_trace
 
     busy = generate(SyntheticConfig(load=4.0, pods=12000))
     return {

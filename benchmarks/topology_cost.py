@@ -19,9 +19,8 @@ import statistics
 import time
 
 import numpy as np
-
-from placement import topology as topo
-from placement.topology import (
+from tessellate.placement import topology as topo
+from tessellate.placement.topology import (
     NodeTopology,
     TopologyIndex,
     best_gpu_set,

@@ -33,13 +33,13 @@ from collections import Counter
 
 from rich.console import Console
 from rich.table import Table
+from tessellate.placement.policies.base import POLICIES, Policy, PolicyContext, register
+from tessellate.placement.state import ClusterState
+from tessellate.simulator.interconnect import interconnect_quality
+from tessellate.simulator.replay import run_inflation
+from tessellate.simulator.scenarios import SCENARIOS, scenario_trace
+from tessellate.simulator.trace import Trace
 
-from placement.policies.base import POLICIES, Policy, PolicyContext, register
-from placement.state import ClusterState
-from simulator.interconnect import interconnect_quality
-from simulator.replay import run_inflation
-from simulator.scenarios import SCENARIOS, scenario_trace
-from simulator.trace import Trace
 from tessellate.cli import parse_seeds
 
 

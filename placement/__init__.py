@@ -4,10 +4,10 @@ No Kubernetes and no I/O here: the live scheduler and the simulator are two
 drivers of the same `Placer`.
 """
 
-from placement.cycle import Placer
-from placement.fragmentation import Fragmentation, FragmentationTracker, TargetWorkload
-from placement.migplace import MigChooser
-from placement.model import (
+from tessellate.placement.cycle import Placer
+from tessellate.placement.fragmentation import Fragmentation, FragmentationTracker, TargetWorkload
+from tessellate.placement.migplace import MigChooser
+from tessellate.placement.model import (
     MAX_GPUS_PER_NODE,
     MAX_QUANTITY,
     MILLI_PER_GPU,
@@ -21,9 +21,9 @@ from placement.model import (
     Request,
     Unschedulable,
 )
-from placement.policies import PAPER_POLICIES, POLICIES, Policy, PolicyContext, create_policy
-from placement.rng import IntSource, NumpyInts
-from placement.state import ClusterState, OverCommitError
+from tessellate.placement.policies import PAPER_POLICIES, POLICIES, Policy, PolicyContext, create_policy
+from tessellate.placement.rng import IntSource, NumpyInts
+from tessellate.placement.state import ClusterState, OverCommitError
 
 __all__ = [
     "MAX_GPUS_PER_NODE",

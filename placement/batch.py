@@ -31,12 +31,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from ortools.sat.python import cp_model
-
-from placement.cycle import Placer
-from placement.devices import fraction_fits
-from placement.model import MILLI_PER_GPU, Assignment, Request
-from placement.state import ClusterState
-from placement.timeslice import takes_a_slice
+from tessellate.placement.cycle import Placer
+from tessellate.placement.devices import fraction_fits
+from tessellate.placement.model import MILLI_PER_GPU, Assignment, Request
+from tessellate.placement.state import ClusterState
+from tessellate.placement.timeslice import takes_a_slice
 
 SKIPPED_COMPLETE = "greedy-complete"
 """Greedy placed every pod that fits alone: nothing can do better, the solver is not run."""

@@ -18,14 +18,13 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
-
-from placement.mig import RESOURCE_PREFIX
-from placement.migplace import mig_room
-from placement.model import Assignment, Request
-from placement.timeslice import is_slice_size, refusal, slice_milli
+from tessellate.placement.mig import RESOURCE_PREFIX
+from tessellate.placement.migplace import mig_room
+from tessellate.placement.model import Assignment, Request
+from tessellate.placement.timeslice import is_slice_size, refusal, slice_milli
 
 if TYPE_CHECKING:
-    from placement.state import ClusterState
+    from tessellate.placement.state import ClusterState
 
 REASON_CPU = "Insufficient cpu"
 REASON_MEMORY = "Insufficient memory"

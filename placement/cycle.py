@@ -9,14 +9,13 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-
-from placement.checks import ALL, UNROUTED, needs_at_least
-from placement.fit import explain, feasible_mask
-from placement.migplace import MigChooser
-from placement.model import Assignment, Decision, Request, Unschedulable
-from placement.policies.base import Policy
-from placement.state import ClusterState
-from placement.timeslice import refusal, routes
+from tessellate.placement.checks import ALL, UNROUTED, needs_at_least
+from tessellate.placement.fit import explain, feasible_mask
+from tessellate.placement.migplace import MigChooser
+from tessellate.placement.model import Assignment, Decision, Request, Unschedulable
+from tessellate.placement.policies.base import Policy
+from tessellate.placement.state import ClusterState
+from tessellate.placement.timeslice import refusal, routes
 
 
 class ScoreCache:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-
-from placement.model import MILLI_PER_GPU, Request
-from placement.rng import IntSource
-from placement.state import ClusterState
+from tessellate.placement.model import MILLI_PER_GPU, Request
+from tessellate.placement.rng import IntSource
+from tessellate.placement.state import ClusterState
 
 
 def first_free(state: ClusterState, node: int, count: int) -> tuple[int, ...]:

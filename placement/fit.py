@@ -14,8 +14,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-
-from placement.checks import (
+from tessellate.placement.checks import (
     ALL,
     CHECKS,
     REASON_CPU,
@@ -33,8 +32,8 @@ from placement.checks import (
     model_mask,
     passes,
 )
-from placement.model import Request, Unschedulable
-from placement.state import ClusterState
+from tessellate.placement.model import Request, Unschedulable
+from tessellate.placement.state import ClusterState
 
 __all__ = [
     "REASON_CPU",

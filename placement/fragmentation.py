@@ -19,10 +19,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-
-from placement.model import Request
-from placement.state import ClusterState
-from placement.timeslice import slice_milli, takes_a_slice
+from tessellate.placement.model import Request
+from tessellate.placement.state import ClusterState
+from tessellate.placement.timeslice import slice_milli, takes_a_slice
 
 TaskType = tuple[int, int, int, tuple[str, ...]]
 """(cpu milli, per-GPU milli, GPU count, allowed models): a request's `shape`."""

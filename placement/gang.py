@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import numpy as np
-
-from placement.cycle import Placer
-from placement.model import Assignment, Request, Unschedulable
+from tessellate.placement.cycle import Placer
+from tessellate.placement.model import Assignment, Request, Unschedulable
 
 Member = TypeVar("Member")
 Kept = TypeVar("Kept")

@@ -24,7 +24,7 @@ from functools import lru_cache
 from importlib import resources
 from types import MappingProxyType
 
-from placement.catalogue import UnknownGpuModelError
+from tessellate.placement.catalogue import UnknownGpuModelError
 
 RESOURCE_PREFIX = "nvidia.com/mig-"
 """Kubernetes resource name prefix of the device plugin's "mixed" strategy."""
@@ -390,7 +390,8 @@ def _normalise_model(name: str) -> str:
 
 @lru_cache(maxsize=1)
 def _load() -> tuple[Mapping[str, MigGeometry], Mapping[str, str]]:
-    text = resources.files("placement").joinpath("data", "mig_catalogue.json").read_text(encoding="utf-8")
+    catalogue = resources.files("tessellate.placement").joinpath("data", "mig_catalogue.json")
+    text = catalogue.read_text(encoding="utf-8")
     raw = json.loads(text)
     models: dict[str, MigGeometry] = {}
     lookup: dict[str, str] = {}

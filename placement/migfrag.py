@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
-from placement.mig import (
+from tessellate.placement.mig import (
     MigError,
     MigGeometry,
     MigLayout,

@@ -18,14 +18,13 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-
-from placement.mig import MigGeometry, MigInstance, MigLayout, valid_placements
-from placement.migfrag import choose_placement, first_fit_placement, mig_fragmentation
-from placement.migplanner import MigPlanFailure, plan_layout
-from placement.model import MILLI_PER_GPU, MigPlan, MigSlot, Request
+from tessellate.placement.mig import MigGeometry, MigInstance, MigLayout, valid_placements
+from tessellate.placement.migfrag import choose_placement, first_fit_placement, mig_fragmentation
+from tessellate.placement.migplanner import MigPlanFailure, plan_layout
+from tessellate.placement.model import MILLI_PER_GPU, MigPlan, MigSlot, Request
 
 if TYPE_CHECKING:  # the state's own checks use `mig_room`
-    from placement.state import ClusterState
+    from tessellate.placement.state import ClusterState
 
 MigChoice = Literal["aware", "firstfit"]
 MIG_CHOICES: tuple[MigChoice, ...] = ("aware", "firstfit")

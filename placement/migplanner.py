@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from placement.mig import (
+from tessellate.placement.mig import (
     MigError,
     MigGeometry,
     MigLayout,
@@ -19,7 +19,7 @@ from placement.mig import (
     describe_slices,
     valid_placements,
 )
-from placement.migfrag import score, weights
+from tessellate.placement.migfrag import score, weights
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from placement.mig import MigGeometry, MigInstance, MigLayout, geometry
-from placement.model import MILLI_PER_GPU, Assignment, MigPlan, NodeSpec, mig_profile_milli
+from tessellate.placement.mig import MigGeometry, MigInstance, MigLayout, geometry
+from tessellate.placement.model import MILLI_PER_GPU, Assignment, MigPlan, NodeSpec, mig_profile_milli
 
 
 class MigAllocationError(ValueError):

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING
 
-from placement.mig import RESOURCE_PREFIX as MIG_RESOURCE_PREFIX
-from placement.mig import MigError, MigInstance, MigLayout, geometry, load_catalogue
+from tessellate.placement.mig import RESOURCE_PREFIX as MIG_RESOURCE_PREFIX
+from tessellate.placement.mig import MigError, MigInstance, MigLayout, geometry, load_catalogue
 
 if TYPE_CHECKING:
-    from placement.topology import NodeTopology
+    from tessellate.placement.topology import NodeTopology
 
 MILLI_PER_GPU = 1000
 MAX_GPUS_PER_NODE = 64

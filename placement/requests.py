@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-from placement.checks import Nodes, model_mask, passes
-from placement.migplace import mig_room
-from placement.model import Request
-from placement.state import ClusterState
+from tessellate.placement.checks import Nodes, model_mask, passes
+from tessellate.placement.migplace import mig_room
+from tessellate.placement.model import Request
+from tessellate.placement.state import ClusterState
 
 COLUMNS = ("cpu_milli", "memory_mib", "gpu_count", "gpu_milli", "gpu_memory_mib", "mig_count")
 FLAGS = ("is_cpu_only", "is_fraction", "is_mig")

@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-from placement.checks import ALL, Need, Nodes, refusal_of
-from placement.migstate import MigAllocationError, MigBook
-from placement.model import MILLI_PER_GPU, Assignment, NodeSpec
+from tessellate.placement.checks import ALL, Need, Nodes, refusal_of
+from tessellate.placement.migstate import MigAllocationError, MigBook
+from tessellate.placement.model import MILLI_PER_GPU, Assignment, NodeSpec
 
 SHARE_TAG = 0
 """Affinity-tag column for sharing (fractional) pods; column n is `n-gpu` pods."""

@@ -20,11 +20,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-
-from placement.model import MILLI_PER_GPU, Request
+from tessellate.placement.model import MILLI_PER_GPU, Request
 
 if TYPE_CHECKING:
-    from placement.state import ClusterState
+    from tessellate.placement.state import ClusterState
 
 IntOrArray = TypeVar("IntOrArray", int, np.ndarray)
 

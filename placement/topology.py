@@ -33,7 +33,7 @@ sections refer to shared/reference/gpu-topology.md)
   order matters to `best_gpu_set`; the factors shape `topology_score`.
 * A pair's bandwidth is its best path: the larger of NVLink and PCIe.
 
-The node agent publishes a node's topology as an annotation (`scheduler.wire.topology`).
+The node agent publishes a node's topology as an annotation (`tessellate.wire.topology`).
 
 GPU sets
 --------

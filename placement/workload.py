@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Iterable
 
-from placement.fragmentation import TargetWorkload, TaskType
-from placement.model import MILLI_PER_GPU, Request
+from tessellate.placement.fragmentation import TargetWorkload, TaskType
+from tessellate.placement.model import MILLI_PER_GPU, Request
 
 COVERAGE = 1.0
 """Every shape seen, not the paper's 95 %: the rare shapes (8-GPU jobs, odd fractions, pods

@@ -16,10 +16,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from placement.batch import BatchOptions
-from scheduler.cache import AccountingProblem, ClusterCache, NodeProblem, Placed
-from scheduler.config import SchedulerConfig
-from scheduler.cycle import (
+from tessellate.placement.batch import BatchOptions
+from tessellate.scheduler.cache import AccountingProblem, ClusterCache, NodeProblem, Placed
+from tessellate.scheduler.config import SchedulerConfig
+from tessellate.scheduler.cycle import (
     Bind,
     BindGroup,
     CycleSettings,
@@ -29,18 +29,19 @@ from scheduler.cycle import (
     WaitForMig,
     scheduling_cycle,
 )
-from scheduler.gang import GroupDecision
-from scheduler.informer import Reflector
-from scheduler.kube import ApiError, KubeClient
-from scheduler.leader import LeaderElectionConfig, LeaderElector, default_identity
-from scheduler.metrics import HealthServer, SchedulerMetrics
-from scheduler.migplans import MigWait
-from scheduler.podrecord import PodRecord
-from scheduler.preemption import Preemption
-from scheduler.queue import QueuedPod, SchedulingQueue
-from scheduler.recorder import Recorder
-from scheduler.wire.assignment import ASSIGNMENT
-from scheduler.wire.migplan import PLAN
+from tessellate.scheduler.gang import GroupDecision
+from tessellate.scheduler.informer import Reflector
+from tessellate.scheduler.leader import LeaderElectionConfig, LeaderElector, default_identity
+from tessellate.scheduler.metrics import HealthServer, SchedulerMetrics
+from tessellate.scheduler.migplans import MigWait
+from tessellate.scheduler.podrecord import PodRecord
+from tessellate.scheduler.preemption import Preemption
+from tessellate.scheduler.queue import QueuedPod, SchedulingQueue
+from tessellate.scheduler.recorder import Recorder
+
+from tessellate.kube import ApiError, KubeClient
+from tessellate.wire.assignment import ASSIGNMENT
+from tessellate.wire.migplan import PLAN
 
 log = logging.getLogger("tessellate.scheduler")
 

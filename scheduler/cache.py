@@ -21,8 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-
-from placement import (
+from tessellate.placement import (
     MILLI_PER_GPU,
     Assignment,
     ClusterState,
@@ -35,13 +34,13 @@ from placement import (
     Unschedulable,
     create_policy,
 )
-from placement.fragmentation import Fragmentation, FragmentationTracker
-from placement.topology import numa_nodes
-from placement.workload import expected_workload
-from scheduler.charging import Charges
-from scheduler.constraints import EligibilityCache
-from scheduler.framework import FilterContext, build_filters, run_filters
-from scheduler.migplans import (
+from tessellate.placement.fragmentation import Fragmentation, FragmentationTracker
+from tessellate.placement.topology import numa_nodes
+from tessellate.placement.workload import expected_workload
+from tessellate.scheduler.charging import Charges
+from tessellate.scheduler.constraints import EligibilityCache
+from tessellate.scheduler.framework import FilterContext, build_filters, run_filters
+from tessellate.scheduler.migplans import (
     MigWait,
     PlanRecord,
     WaitOutcome,
@@ -51,13 +50,14 @@ from scheduler.migplans import (
     wait_outcome,
     wanted_plan,
 )
-from scheduler.nodes import NodeInfo, node_info
-from scheduler.plugins import DEFAULT_FILTERS
-from scheduler.podrecord import TERMINAL_PHASES, PodRecord
-from scheduler.podspec import GPU_SHARED
-from scheduler.target import products, target_requests
-from scheduler.wire.assignment import ASSIGNMENT, GpuAssignment, GpuShare
-from scheduler.wire.migplan import encode_plan
+from tessellate.scheduler.nodes import NodeInfo, node_info
+from tessellate.scheduler.plugins import DEFAULT_FILTERS
+from tessellate.scheduler.podrecord import TERMINAL_PHASES, PodRecord
+from tessellate.scheduler.target import products, target_requests
+
+from tessellate.wire.assignment import ASSIGNMENT, GpuAssignment, GpuShare
+from tessellate.wire.migplan import encode_plan
+from tessellate.wire.podspec import GPU_SHARED
 
 log = logging.getLogger("tessellate.cache")
 

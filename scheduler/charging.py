@@ -15,14 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
+from tessellate.placement import MILLI_PER_GPU, Assignment, ClusterState, OverCommitError, Request
+from tessellate.placement.devices import first_free, tightest_fit
+from tessellate.placement.model import MigSlot
+from tessellate.placement.timeslice import replica_request
+from tessellate.scheduler.nodes import NodeInfo
+from tessellate.scheduler.podrecord import PodRecord
 
-from placement import MILLI_PER_GPU, Assignment, ClusterState, OverCommitError, Request
-from placement.devices import first_free, tightest_fit
-from placement.model import MigSlot
-from placement.timeslice import replica_request
-from scheduler.nodes import NodeInfo
-from scheduler.podrecord import PodRecord
-from scheduler.wire.assignment import ASSIGNMENT, GpuAssignment
+from tessellate.wire.assignment import ASSIGNMENT, GpuAssignment
 
 log = logging.getLogger("tessellate.charging")
 

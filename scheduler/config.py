@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from placement.policies import POLICIES
-from scheduler.plugins import DEFAULT_FILTERS, FILTER_PLUGINS
+from tessellate.placement.policies import POLICIES
+from tessellate.scheduler.plugins import DEFAULT_FILTERS, FILTER_PLUGINS
 
 
 class ConfigError(ValueError):

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from scheduler.nodes import NodeInfo
+from tessellate.scheduler.nodes import NodeInfo
 
 UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
 REASON_UNSCHEDULABLE = "node(s) were unschedulable"

@@ -23,15 +23,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from placement import Unschedulable
-from placement.batch import BatchOptions
-from scheduler.cache import ClusterCache, Placed
-from scheduler.gang import GroupDecision, decide_group
-from scheduler.migplans import MigWait
-from scheduler.nominator import Nominator
-from scheduler.podrecord import PodRecord
-from scheduler.podspec import PodRequestError
-from scheduler.preemption import Preemption, find_preemption, victims_still_leaving
+from tessellate.placement import Unschedulable
+from tessellate.placement.batch import BatchOptions
+from tessellate.scheduler.cache import ClusterCache, Placed
+from tessellate.scheduler.gang import GroupDecision, decide_group
+from tessellate.scheduler.migplans import MigWait
+from tessellate.scheduler.nominator import Nominator
+from tessellate.scheduler.podrecord import PodRecord
+from tessellate.scheduler.preemption import Preemption, find_preemption, victims_still_leaving
+
+from tessellate.wire.podspec import PodRequestError
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
-    from scheduler.cache import ClusterCache
-    from scheduler.podrecord import PodRecord
+    from tessellate.scheduler.cache import ClusterCache
+    from tessellate.scheduler.podrecord import PodRecord
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def run_filters(
 
 def build_filters(names: Sequence[str]) -> list[Filter]:
     """The profile's filters, by name, in order; unknown names say which exist."""
-    from scheduler.plugins import FILTER_PLUGINS
+    from tessellate.scheduler.plugins import FILTER_PLUGINS
 
     unknown = [n for n in names if n not in FILTER_PLUGINS]
     if unknown:

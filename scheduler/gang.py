@@ -19,14 +19,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from placement import Unschedulable
-from placement.batch import BatchOptions, place_batch
-from placement.gang import demand_order, place_together
-from scheduler.podspec import PodRequestError
+from tessellate.placement import Unschedulable
+from tessellate.placement.batch import BatchOptions, place_batch
+from tessellate.placement.gang import demand_order, place_together
+
+from tessellate.wire.podspec import PodRequestError
 
 if TYPE_CHECKING:
-    from scheduler.cache import ClusterCache, Placed
-    from scheduler.podrecord import PodRecord
+    from tessellate.scheduler.cache import ClusterCache, Placed
+    from tessellate.scheduler.podrecord import PodRecord
 
 POD_GROUP = "tessellate.dev/pod-group"
 MIN_AVAILABLE = "tessellate.dev/pod-group-min-available"

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from scheduler.kube import ApiError, KubeClient, abort_watch
+from tessellate.kube import ApiError, KubeClient, abort_watch
 
 log = logging.getLogger("tessellate.informer")
 

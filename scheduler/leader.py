@@ -33,7 +33,7 @@ from typing import Any
 
 import urllib3
 
-from scheduler.kube import JSON, ApiError, KubeClient
+from tessellate.kube import JSON, ApiError, KubeClient
 
 log = logging.getLogger("tessellate.leader")
 

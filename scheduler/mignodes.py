@@ -20,10 +20,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from placement.mig import MigError, MigGeometry, MigLayout, geometry
-from placement.migplanner import plan_layout
-from scheduler.podspec import MIG_PREFIX
-from scheduler.wire.devices import DEVICES
+from tessellate.placement.mig import MigError, MigGeometry, MigLayout, geometry
+from tessellate.placement.migplanner import plan_layout
+
+from tessellate.wire.devices import DEVICES
+from tessellate.wire.podspec import MIG_PREFIX
 
 GPU_COUNT_LABEL = "nvidia.com/gpu.count"
 MAX_MIG_GPUS = 16

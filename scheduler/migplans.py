@@ -8,7 +8,7 @@ scheduler
 1. keeps the decision *assumed* (its new instances are reserved in the cache, so no
    other pod is offered those slots, and a rebuild re-applies it);
 2. publishes the node's wanted layouts as `tessellate.dev/mig-plan`
-   (`scheduler/wire/migplan.py`), a new generation each time;
+   (`tessellate/wire/migplan.py`), a new generation each time;
 3. parks the pod until the agent's `tessellate.dev/mig-plan-status` reaches that
    generation and the kubelet admits the new instances (allocatable
    `nvidia.com/mig-<profile>` covers every instance of the profile), then decides
@@ -23,9 +23,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from placement.model import MigPlan, MigSpec
-from placement.state import ClusterState
-from scheduler.wire.migplan import (
+from tessellate.placement.model import MigPlan, MigSpec
+from tessellate.placement.state import ClusterState
+
+from tessellate.wire.migplan import (
     PLAN,
     PLAN_STATUS,
     GpuPlan,

@@ -16,13 +16,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from placement import MAX_GPUS_PER_NODE, MAX_QUANTITY, MILLI_PER_GPU, NodeSpec
-from placement.catalogue import GPU_MODELS
-from placement.mig import MigError, geometry
-from placement.model import MAX_MIG_INSTANCES_PER_NODE, MigSpec
-from placement.topology import NodeTopology, TopologyError
-from scheduler.mignodes import GPU_COUNT_LABEL, mig_counts, mig_dynamic, read_mig
-from scheduler.podspec import (
+from tessellate.placement import MAX_GPUS_PER_NODE, MAX_QUANTITY, MILLI_PER_GPU, NodeSpec
+from tessellate.placement.catalogue import GPU_MODELS
+from tessellate.placement.mig import MigError, geometry
+from tessellate.placement.model import MAX_MIG_INSTANCES_PER_NODE, MigSpec
+from tessellate.placement.topology import NodeTopology, TopologyError
+from tessellate.scheduler.mignodes import GPU_COUNT_LABEL, mig_counts, mig_dynamic, read_mig
+
+from tessellate.wire.devices import DEVICES
+from tessellate.wire.podspec import (
     GPU,
     GPU_MILLI,
     GPU_SHARED,
@@ -33,8 +35,7 @@ from scheduler.podspec import (
     memory_mib,
     node_extended,
 )
-from scheduler.wire.devices import DEVICES
-from scheduler.wire.topology import TOPOLOGY, from_inventory
+from tessellate.wire.topology import TOPOLOGY, from_inventory
 
 PRODUCT_LABEL = "nvidia.com/gpu.product"
 REPLICAS_LABEL = "nvidia.com/gpu.replicas"

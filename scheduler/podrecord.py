@@ -10,11 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from scheduler.constraints import PodConstraints
-from scheduler.gang import PodGroup, PodGroupError, pod_group
-from scheduler.plugins.pod_anti_affinity import AntiAffinityError, AntiAffinityTerm, anti_affinity_terms
-from scheduler.podspec import PodRequest, PodRequestError, pod_request
-from scheduler.wire.assignment import ASSIGNMENT, AssignmentError, GpuAssignment, decode
+from tessellate.scheduler.constraints import PodConstraints
+from tessellate.scheduler.gang import PodGroup, PodGroupError, pod_group
+from tessellate.scheduler.plugins.pod_anti_affinity import (
+    AntiAffinityError,
+    AntiAffinityTerm,
+    anti_affinity_terms,
+)
+
+from tessellate.wire.assignment import ASSIGNMENT, AssignmentError, GpuAssignment, decode
+from tessellate.wire.podspec import PodRequest, PodRequestError, pod_request
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
 

@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-
-from placement import Assignment, Unschedulable
+from tessellate.placement import Assignment, Unschedulable
 
 if TYPE_CHECKING:
-    from scheduler.cache import ClusterCache
-    from scheduler.nominator import Nominator
-    from scheduler.podrecord import PodRecord
+    from tessellate.scheduler.cache import ClusterCache
+    from tessellate.scheduler.nominator import Nominator
+    from tessellate.scheduler.podrecord import PodRecord
 
 NEVER = "Never"
 MAX_CANDIDATES = 100

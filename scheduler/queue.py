@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from scheduler.nominator import Nominator
+from tessellate.scheduler.nominator import Nominator
 
 
 @dataclass

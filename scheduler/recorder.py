@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from scheduler.kube import ApiError, KubeClient
+from tessellate.kube import ApiError, KubeClient
 
 log = logging.getLogger("tessellate.recorder")
 

@@ -13,9 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from placement import NodeSpec, Request
-from scheduler.constraints import ConstraintError, PodConstraints
-from scheduler.nodes import PRODUCT_LABEL, NodeInfo
+from tessellate.placement import NodeSpec, Request
+from tessellate.scheduler.constraints import ConstraintError, PodConstraints
+from tessellate.scheduler.nodes import PRODUCT_LABEL, NodeInfo
 
 _PROBE = NodeSpec(name="", cpu_milli=0, memory_mib=0)
 

@@ -19,9 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-
-from simulator.trace import PodRecord
-from simulator.traces import openb
+from tessellate.simulator.trace import PodRecord
+from tessellate.simulator.traces import openb
 
 DEFAULT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "openb-2023"
 NODE_FILE = "openb_node_list_gpu_node.csv"

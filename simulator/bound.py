@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from placement.bound import BoundResult, solve_bound
-from simulator.protocol import InflationPlan, plan_inflation
-from simulator.trace import Trace
+from tessellate.placement.bound import BoundResult, solve_bound
+from tessellate.simulator.protocol import InflationPlan, plan_inflation
+from tessellate.simulator.trace import Trace
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ def bound_points(
 
 def policy_at(trace: Trace, policy: str, seed: int, tune: float | None, arrivals: Sequence[int]) -> list[int]:
     """A policy's allocated milli-GPU right after each of `arrivals` events (same seed)."""
-    from simulator.replay import run_inflation
+    from tessellate.simulator.replay import run_inflation
 
     used = run_inflation(trace, policy, seed, tune).series.used_milli
     return [int(used[n - 1]) if n else 0 for n in arrivals]

@@ -17,15 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from placement import POLICIES
-from simulator.interconnect import InterconnectQuality, interconnect_quality
-from simulator.kinds import SYNTHETIC_KINDS
-from simulator.metrics import ARRIVED_COLUMNS, discrete
-from simulator.migmetrics import MigFragmentationMeter, mig_demand
-from simulator.replay import RunResult, run_inflation
-from simulator.scenarios import SCENARIOS, scenario_trace
-from simulator.trace import Trace
+from tessellate.placement import POLICIES
+from tessellate.simulator.interconnect import InterconnectQuality, interconnect_quality
+from tessellate.simulator.kinds import SYNTHETIC_KINDS
+from tessellate.simulator.metrics import ARRIVED_COLUMNS, discrete
+from tessellate.simulator.migmetrics import MigFragmentationMeter, mig_demand
+from tessellate.simulator.replay import RunResult, run_inflation
+from tessellate.simulator.scenarios import SCENARIOS, scenario_trace
+from tessellate.simulator.trace import Trace
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ class TraceSource:
 @lru_cache(maxsize=8)
 def _load(source: TraceSource) -> Trace:
     if source.is_synthetic and source.synthetic_kind == "mig":
-        from simulator.traces.migmix import MigMixConfig, generate_mig_mix
+        from tessellate.simulator.traces.migmix import MigMixConfig, generate_mig_mix
 
         scaled = max(1, round(MigMixConfig.nodes * source.synthetic_scale))
         pods = max(1, round(MigMixConfig.pods * source.synthetic_scale))
@@ -67,10 +66,10 @@ def _load(source: TraceSource) -> Trace:
     if source.is_synthetic and source.synthetic_kind in SCENARIOS:
         return scenario_trace(source.synthetic_kind, seed=source.synthetic_seed)
     if source.is_synthetic:
-        from simulator.traces.synthetic import SyntheticConfig, generate
+        from tessellate.simulator.traces.synthetic import SyntheticConfig, generate
 
         return generate(SyntheticConfig(seed=source.synthetic_seed, scale=source.synthetic_scale))
-    from simulator.traces.generic import load_any
+    from tessellate.simulator.traces.generic import load_any
 
     return load_any(Path(source.nodes), Path(source.pods))
 

@@ -18,7 +18,7 @@ _MASK64 = (1 << 64) - 1
 
 
 def _cooked() -> list[int]:
-    text = resources.files("simulator.data").joinpath("go_rng_cooked.txt").read_text()
+    text = resources.files("tessellate.simulator.data").joinpath("go_rng_cooked.txt").read_text()
     values = [int(line) for line in text.splitlines() if line and not line.startswith("#")]
     if len(values) != _LEN:
         raise RuntimeError(f"go_rng_cooked.txt holds {len(values)} values, expected {_LEN}")

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-
-from placement import ClusterState
-from placement.topology import NodeTopology, best_gpu_set
+from tessellate.placement import ClusterState
+from tessellate.placement.topology import NodeTopology, best_gpu_set
 
 
 @dataclass(frozen=True)

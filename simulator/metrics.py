@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from placement import ClusterState, Fragmentation
+from tessellate.placement import ClusterState, Fragmentation
 
 ARRIVED_COLUMNS = tuple(range(131))
 """Arrived GPU demand as % of cluster capacity: the x axis of the paper's Fig. 9a."""

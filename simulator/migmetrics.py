@@ -12,11 +12,10 @@ from collections.abc import Mapping
 from functools import lru_cache
 
 import numpy as np
-
-from placement import ClusterState
-from placement.mig import MigGeometry, MigLayout
-from placement.migfrag import mig_fragmentation
-from simulator.trace import Trace
+from tessellate.placement import ClusterState
+from tessellate.placement.mig import MigGeometry, MigLayout
+from tessellate.placement.migfrag import mig_fragmentation
+from tessellate.simulator.trace import Trace
 
 
 def mig_demand(trace: Trace) -> dict[str, float] | None:

@@ -13,10 +13,9 @@ placement asks it again of the one node that changed.
 from __future__ import annotations
 
 import numpy as np
-
-from placement import Placer, Request
-from placement.requests import RequestTable, Rows
-from placement.timeslice import routes
+from tessellate.placement import Placer, Request
+from tessellate.placement.requests import RequestTable, Rows
+from tessellate.placement.timeslice import routes
 
 
 class PendingQueue:

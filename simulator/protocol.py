@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from placement import NodeSpec
-from simulator.gorand import GoRand
-from simulator.trace import PodRecord, Trace
+from tessellate.placement import NodeSpec
+from tessellate.simulator.gorand import GoRand
+from tessellate.simulator.trace import PodRecord, Trace
 
 INFORMER_DRAWS = 10
 """Draws the artifact's client-go informers consume between tuning and node naming."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from placement import (
+from tessellate.placement import (
     Assignment,
     ClusterState,
     Fragmentation,
@@ -19,12 +19,12 @@ from placement import (
     Unschedulable,
     create_policy,
 )
-from placement.migplace import MigChoice, MigChooser
-from placement.workload import expected_workload
-from simulator.metrics import EventSeries, FragmentationRecorder
-from simulator.migmetrics import mig_demand
-from simulator.protocol import plan_inflation
-from simulator.trace import PodRecord, Trace
+from tessellate.placement.migplace import MigChoice, MigChooser
+from tessellate.placement.workload import expected_workload
+from tessellate.simulator.metrics import EventSeries, FragmentationRecorder
+from tessellate.simulator.migmetrics import mig_demand
+from tessellate.simulator.protocol import plan_inflation
+from tessellate.simulator.trace import PodRecord, Trace
 
 
 @dataclass

@@ -20,10 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
-from placement import MILLI_PER_GPU, NodeSpec, Request
-from placement.topology import NodeTopology, dgx1_v100, nvswitch, pcie
-from simulator.trace import PodRecord, Trace, TraceError
+from tessellate.placement import MILLI_PER_GPU, NodeSpec, Request
+from tessellate.placement.topology import NodeTopology, dgx1_v100, nvswitch, pcie
+from tessellate.simulator.trace import PodRecord, Trace, TraceError
 
 SPOT_NODES = (
     Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "spot-gpu-2026" / "node_info_df.csv"
@@ -112,7 +111,7 @@ def scenario_trace(name: str, seed: int = 0, training_share: float = 0.3) -> Tra
     """A built-in scenario: its nodes, the synthetic openb-like pods (model constraints
     dropped) with `training_share` of them replaced by multi-GPU training jobs, like the
     paper's multigpu traces."""
-    from simulator.traces.synthetic import SyntheticConfig, generate
+    from tessellate.simulator.traces.synthetic import SyntheticConfig, generate
 
     if name == "nvswitch-spot":
         nodes = spot_nvswitch_nodes()

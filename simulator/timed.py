@@ -74,8 +74,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-
-from placement import (
+from tessellate.placement import (
     MILLI_PER_GPU,
     Assignment,
     ClusterState,
@@ -86,13 +85,13 @@ from placement import (
     TargetWorkload,
     create_policy,
 )
-from placement.batch import SKIPPED, BatchOptions, BatchResult, place_batch
-from placement.migplace import MigChoice, MigChooser
-from simulator.metrics import FragmentationRecorder
-from simulator.migmetrics import MigFragmentationMeter, mig_demand
-from simulator.pending import PendingQueue
-from simulator.replay import target_workload
-from simulator.trace import PodRecord, Trace
+from tessellate.placement.batch import SKIPPED, BatchOptions, BatchResult, place_batch
+from tessellate.placement.migplace import MigChoice, MigChooser
+from tessellate.simulator.metrics import FragmentationRecorder
+from tessellate.simulator.migmetrics import MigFragmentationMeter, mig_demand
+from tessellate.simulator.pending import PendingQueue
+from tessellate.simulator.replay import target_workload
+from tessellate.simulator.trace import PodRecord, Trace
 
 MissingCreation = Literal["error", "start", "skip"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from placement import NodeSpec, Request
+from tessellate.placement import NodeSpec, Request
 
 
 class TraceError(ValueError):

@@ -90,7 +90,7 @@ class AgentUsageError(Exception):
 
 
 def _duration(text: str) -> float:
-    from scheduler.config import ConfigError, parse_duration
+    from tessellate.scheduler.config import ConfigError, parse_duration
 
     try:
         return parse_duration(text, "interval")
@@ -237,18 +237,18 @@ def _backend_options(parser: argparse.ArgumentParser) -> None:
 
 def _backend(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if args.fake:
-        from scheduler.agent.fake import FakeBackend
+        from tessellate.agent.fake import FakeBackend
 
         return FakeBackend(args.fake)
-    from scheduler.agent.nvml import NvmlBackend
+    from tessellate.agent.nvml import NvmlBackend
 
     return NvmlBackend()
 
 
 def run_agent_command(args: argparse.Namespace) -> int:
-    from scheduler.agent.discovery import DiscoveryError
-    from scheduler.agent.mps import MpsError
-    from scheduler.agent.plugin import SocketPathError
+    from tessellate.agent.discovery import DiscoveryError
+    from tessellate.agent.mps import MpsError
+    from tessellate.agent.plugin import SocketPathError
 
     errors = Console(stderr=True, soft_wrap=True)
     try:
@@ -264,8 +264,8 @@ def run_agent_command(args: argparse.Namespace) -> int:
 
 
 def _discover(args: argparse.Namespace) -> int:
-    from placement.topology import TopologyError
-    from scheduler.agent.annotation import topology_annotation
+    from tessellate.agent.annotation import topology_annotation
+    from tessellate.placement.topology import TopologyError
 
     backend = _backend(args)
     try:
@@ -312,7 +312,7 @@ def _discover(args: argparse.Namespace) -> int:
 
 def _mps(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """The MPS daemon to supervise (--mps-daemon), or None."""
-    from scheduler.agent.mps import MpsDaemon
+    from tessellate.agent.mps import MpsDaemon
 
     if args.mps_pipe_dir and not args.mps_pipe_dir.startswith("/"):
         raise AgentUsageError(f"--mps-pipe-dir must be an absolute host path, got {args.mps_pipe_dir!r}")
@@ -331,9 +331,9 @@ def _mps(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def _run(args: argparse.Namespace) -> int:
     import os
 
-    from scheduler.agent.agent import Agent, AgentConfig
-    from scheduler.agent.responses import RuntimeOptions
-    from scheduler.kube import KubeClient
+    from tessellate.agent.agent import Agent, AgentConfig
+    from tessellate.agent.responses import RuntimeOptions
+    from tessellate.kube import KubeClient
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose > 1 else logging.INFO,

@@ -16,13 +16,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from placement import PAPER_POLICIES, POLICIES, InvalidRequestError
-from placement.catalogue import UnknownGpuModelError
-from simulator.kinds import SYNTHETIC_KINDS
-from simulator.trace import TraceError
 from tessellate.agent_cli import add_agent_command, run_agent_command
 from tessellate.mig_cli import add_mig_commands, run_mig_command
+from tessellate.placement import PAPER_POLICIES, POLICIES, InvalidRequestError
+from tessellate.placement.catalogue import UnknownGpuModelError
 from tessellate.scheduler_cli import add_scheduler_command, run_scheduler_command
+from tessellate.simulator.kinds import SYNTHETIC_KINDS
+from tessellate.simulator.trace import TraceError
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -347,7 +347,7 @@ def _bound_row(point, trace, policies: dict[str, int]) -> dict:
 def cmd_sim_bound(args: argparse.Namespace) -> None:
     import json
 
-    from simulator.bound import bound_points, policy_at
+    from tessellate.simulator.bound import bound_points, policy_at
 
     trace = _sources(args)[0].load()
     if args.time_limit <= 0:
@@ -400,7 +400,7 @@ def _compare_bounds(sources, seeds, tune, time_limit: float, workers: int | None
 
 
 def _bound_job(job, tune, time_limit) -> list[dict]:
-    from simulator.bound import bound_points
+    from tessellate.simulator.bound import bound_points
 
     source, seed = job
     trace = source.load()
@@ -412,7 +412,7 @@ def _bound_job(job, tune, time_limit) -> list[dict]:
 
 
 def _sources(args: argparse.Namespace) -> list:
-    from simulator.experiment import TraceSource
+    from tessellate.simulator.experiment import TraceSource
 
     pods = args.pods if isinstance(args.pods, list) else ([args.pods] if args.pods else [])
     if bool(args.nodes) != bool(pods):
@@ -449,9 +449,9 @@ def _progress() -> Progress:
 
 
 def cmd_sim_run(args: argparse.Namespace) -> None:
-    from simulator import report
-    from simulator.experiment import frames, record_of
-    from simulator.replay import run_inflation
+    from tessellate.simulator import report
+    from tessellate.simulator.experiment import frames, record_of
+    from tessellate.simulator.replay import run_inflation
 
     source = _sources(args)[0]
     trace = source.load()
@@ -522,7 +522,7 @@ def _batch_options(args: argparse.Namespace):
     """`sim timed --batch`'s `placement.batch.BatchOptions`; None without --batch."""
     if not args.batch:
         return None
-    from placement.batch import BatchOptions
+    from tessellate.placement.batch import BatchOptions
 
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
@@ -534,7 +534,7 @@ def _batch_options(args: argparse.Namespace):
 def cmd_sim_timed(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from simulator.timed import run_timed
+    from tessellate.simulator.timed import run_timed
 
     trace = _sources(args)[0].load()
     batch = _batch_options(args)
@@ -597,8 +597,8 @@ def cmd_sim_timed(args: argparse.Namespace) -> None:
 
 
 def cmd_sim_compare(args: argparse.Namespace) -> None:
-    from simulator import report
-    from simulator.experiment import RunSpec, frames, run_grid
+    from tessellate.simulator import report
+    from tessellate.simulator.experiment import RunSpec, frames, run_grid
 
     sources = _sources(args)
     for source in sources:  # fail fast on a bad file, before starting workers

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from placement.mig import (
+from tessellate.placement.mig import (
     MigError,
     MigGeometry,
     MigInstance,
@@ -29,8 +29,8 @@ from placement.mig import (
     maximal_layouts,
     valid_placements,
 )
-from placement.migfrag import mig_fragmentation
-from placement.migplanner import MigPlanFailure, plan_layout
+from tessellate.placement.migfrag import mig_fragmentation
+from tessellate.placement.migplanner import MigPlanFailure, plan_layout
 
 EPILOG_LAYOUTS = """\
 examples:

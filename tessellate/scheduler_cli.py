@@ -63,7 +63,7 @@ def _bool(text: str) -> bool:
 
 
 def run_scheduler_command(args: argparse.Namespace) -> int:
-    from scheduler.config import ConfigError, load_config, parse_duration
+    from tessellate.scheduler.config import ConfigError, load_config, parse_duration
 
     errors = Console(stderr=True)
     logging.basicConfig(
@@ -93,8 +93,8 @@ def run_scheduler_command(args: argparse.Namespace) -> int:
         errors.print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2
 
-    from scheduler.app import Scheduler
-    from scheduler.kube import KubeClient
+    from tessellate.kube import KubeClient
+    from tessellate.scheduler.app import Scheduler
 
     try:
         api = KubeClient.from_kubeconfig(

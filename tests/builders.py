@@ -13,8 +13,7 @@ import itertools
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-
-from placement import (
+from tessellate.placement import (
     MILLI_PER_GPU,
     Assignment,
     ClusterState,

@@ -9,9 +9,8 @@ some naming a model. Capacities are small so that pods wait for each other.
 from __future__ import annotations
 
 from hypothesis import strategies as st
-
-from placement import MILLI_PER_GPU, MigSpec, NodeSpec, Request
-from placement.mig import MigLayout
+from tessellate.placement import MILLI_PER_GPU, MigSpec, NodeSpec, Request
+from tessellate.placement.mig import MigLayout
 
 GIB = 1024
 MIG_MODEL = "A100-80GB"

@@ -17,10 +17,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from placement.bound.colgen import Master, generate
-from placement.bound.instance import Instance, build_instance
-from placement.bound.packing import columns_of, greedy_packing, held_milli, rounded_packing, verify
-from placement.model import Assignment, NodeSpec, Request
+from tessellate.placement.bound.colgen import Master, generate
+from tessellate.placement.bound.instance import Instance, build_instance
+from tessellate.placement.bound.packing import columns_of, greedy_packing, held_milli, rounded_packing, verify
+from tessellate.placement.model import Assignment, NodeSpec, Request
 
 __all__ = ["BoundResult", "Instance", "build_instance", "solve_bound"]
 

@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from ortools.linear_solver import pywraplp
-
-from placement.bound.instance import Instance
-from placement.bound.pricing import EPS, Column, price
-from placement.bound.relax import NodeRelaxation
-from placement.model import MILLI_PER_GPU
+from tessellate.placement.bound.instance import Instance
+from tessellate.placement.bound.pricing import EPS, Column, price
+from tessellate.placement.bound.relax import NodeRelaxation
+from tessellate.placement.model import MILLI_PER_GPU
 
 
 class Master:

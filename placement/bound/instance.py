@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from placement.mig import MigError, geometry
-from placement.model import MILLI_PER_GPU, NodeSpec, Request
-from placement.timeslice import slice_milli, takes_a_slice
+from tessellate.placement.mig import MigError, geometry
+from tessellate.placement.model import MILLI_PER_GPU, NodeSpec, Request
+from tessellate.placement.timeslice import slice_milli, takes_a_slice
 
 FitKind = Literal["whole", "fraction", "mig"]
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from placement.bound.instance import Instance
-from placement.bound.pricing import Column
-from placement.cycle import Placer
-from placement.model import Assignment, Request
-from placement.policies import PolicyContext, create_policy
-from placement.rng import NumpyInts
-from placement.state import ClusterState, OverCommitError
-from placement.timeslice import replica_request
+from tessellate.placement.bound.instance import Instance
+from tessellate.placement.bound.pricing import Column
+from tessellate.placement.cycle import Placer
+from tessellate.placement.model import Assignment, Request
+from tessellate.placement.policies import PolicyContext, create_policy
+from tessellate.placement.rng import NumpyInts
+from tessellate.placement.state import ClusterState, OverCommitError
+from tessellate.placement.timeslice import replica_request
 
 
 def pod_name(i: int) -> str:

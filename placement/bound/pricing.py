@@ -18,9 +18,8 @@ import math
 from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
-
-from placement.bound.instance import Instance
-from placement.model import MILLI_PER_GPU
+from tessellate.placement.bound.instance import Instance
+from tessellate.placement.model import MILLI_PER_GPU
 
 SCALE = 1000
 """Profits are milli-GPU; CP-SAT needs integers, so they become thousandths of a milli-GPU."""

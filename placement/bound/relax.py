@@ -20,9 +20,8 @@ import math
 from functools import reduce
 
 import numpy as np
-
-from placement.bound.instance import Instance
-from placement.model import MILLI_PER_GPU
+from tessellate.placement.bound.instance import Instance
+from tessellate.placement.model import MILLI_PER_GPU
 
 _GOLDEN = (math.sqrt(5) - 1) / 2
 

@@ -1,7 +1,7 @@
 """Placement policies, registered by their command-line names."""
 
-from placement.policies import classic, fgd, tessellate, topology_aware  # noqa: F401 - registration side effect
-from placement.policies.base import POLICIES, Policy, PolicyContext, create_policy
+from tessellate.placement.policies import classic, fgd, tessellate, topology_aware  # noqa: F401 - registration side effect
+from tessellate.placement.policies.base import POLICIES, Policy, PolicyContext, create_policy
 
 PAPER_POLICIES = ("random", "dotprod", "clustering", "packing", "bestfit", "fgd")
 """The six policies of the FGD paper, in the paper's order."""

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-
-from placement.devices import first_free, tightest_fit
-from placement.fragmentation import TargetWorkload
-from placement.model import MILLI_PER_GPU, Request
-from placement.rng import IntSource
-from placement.state import ClusterState
-from placement.topology import best_gpu_set
+from tessellate.placement.devices import first_free, tightest_fit
+from tessellate.placement.fragmentation import TargetWorkload
+from tessellate.placement.model import MILLI_PER_GPU, Request
+from tessellate.placement.rng import IntSource
+from tessellate.placement.state import ClusterState
+from tessellate.placement.topology import best_gpu_set
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,10 @@ Integer arithmetic follows Go (truncating division on non-negative values).
 from __future__ import annotations
 
 import numpy as np
-
-from placement.devices import random_fit
-from placement.model import MILLI_PER_GPU, Request
-from placement.policies.base import Policy, register
-from placement.state import SHARE_TAG, ClusterState
+from tessellate.placement.devices import random_fit
+from tessellate.placement.model import MILLI_PER_GPU, Request
+from tessellate.placement.policies.base import Policy, register
+from tessellate.placement.state import SHARE_TAG, ClusterState
 
 MAX_CPU_MILLI = 128_000
 """The artifact's normalisation constants: the largest node has 128 cores, 8 GPUs."""

@@ -9,11 +9,10 @@ is also the GPU that is chosen.
 from __future__ import annotations
 
 import numpy as np
-
-from placement.fragmentation import Fragmentation
-from placement.model import MILLI_PER_GPU, Request
-from placement.policies.base import Policy, register
-from placement.state import ClusterState
+from tessellate.placement.fragmentation import Fragmentation
+from tessellate.placement.model import MILLI_PER_GPU, Request
+from tessellate.placement.policies.base import Policy, register
+from tessellate.placement.state import ClusterState
 
 
 def quantised_gain(frag_before: np.ndarray, frag_after: np.ndarray) -> np.ndarray:

@@ -28,12 +28,16 @@ when the context has one, since the paper's 95 % cut drops exactly the rare larg
 from __future__ import annotations
 
 import numpy as np
-
-from placement.fragmentation import Fragmentation, TargetWorkload
-from placement.model import MILLI_PER_GPU, Request
-from placement.policies.base import Policy, register
-from placement.policies.fgd import GpuChoiceMemo, fraction_variants, gpus_after_whole, quantised_gain
-from placement.state import ClusterState
+from tessellate.placement.fragmentation import Fragmentation, TargetWorkload
+from tessellate.placement.model import MILLI_PER_GPU, Request
+from tessellate.placement.policies.base import Policy, register
+from tessellate.placement.policies.fgd import (
+    GpuChoiceMemo,
+    fraction_variants,
+    gpus_after_whole,
+    quantised_gain,
+)
+from tessellate.placement.state import ClusterState
 
 _PRIMARY = 1 << 40
 """Weight of FGD's integer score in the combined int64 score; the value loss (in milli-GPU,

@@ -41,13 +41,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-
-from placement.devices import first_free
-from placement.model import MILLI_PER_GPU, Request
-from placement.policies.base import register
-from placement.policies.fgd import FgdPolicy
-from placement.state import ClusterState
-from placement.topology import TopologyIndex, free_masks, scores_for_nodes
+from tessellate.placement.devices import first_free
+from tessellate.placement.model import MILLI_PER_GPU, Request
+from tessellate.placement.policies.base import register
+from tessellate.placement.policies.fgd import FgdPolicy
+from tessellate.placement.state import ClusterState
+from tessellate.placement.topology import TopologyIndex, free_masks, scores_for_nodes
 
 
 @register

@@ -7,11 +7,11 @@ serves, extended resources, then inter-pod anti-affinity.
 
 from __future__ import annotations
 
-from scheduler.plugins.extended_resources import ExtendedResources
-from scheduler.plugins.gpu_resource import FractionsNeedAgent, ReplicaResource
-from scheduler.plugins.node_constraints import NodeConstraints
-from scheduler.plugins.node_health import NodeHealth
-from scheduler.plugins.pod_anti_affinity import PodAntiAffinity
+from tessellate.scheduler.plugins.extended_resources import ExtendedResources
+from tessellate.scheduler.plugins.gpu_resource import FractionsNeedAgent, ReplicaResource
+from tessellate.scheduler.plugins.node_constraints import NodeConstraints
+from tessellate.scheduler.plugins.node_health import NodeHealth
+from tessellate.scheduler.plugins.pod_anti_affinity import PodAntiAffinity
 
 FILTER_PLUGINS = {
     plugin.name: plugin

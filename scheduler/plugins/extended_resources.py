@@ -6,11 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-
-from scheduler.framework import PASS, FilterContext, Verdict
+from tessellate.scheduler.framework import PASS, FilterContext, Verdict
 
 if TYPE_CHECKING:
-    from scheduler.podrecord import PodRecord
+    from tessellate.scheduler.podrecord import PodRecord
 
 
 class ExtendedResources:

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from scheduler.framework import PASS, FilterContext, Verdict
-from scheduler.podspec import GPU, GPU_SHARED
+from tessellate.scheduler.framework import PASS, FilterContext, Verdict
+
+from tessellate.wire.podspec import GPU, GPU_SHARED
 
 if TYPE_CHECKING:
-    from scheduler.podrecord import PodRecord
+    from tessellate.scheduler.podrecord import PodRecord
 
 REASON_NO_FRACTIONS = "Insufficient tessellate.dev/gpu-milli (no Tessellate node agent)"
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from scheduler.constraints import ConstraintError
-from scheduler.framework import PASS, FilterContext, Verdict
-from scheduler.podspec import PodRequestError
+from tessellate.scheduler.constraints import ConstraintError
+from tessellate.scheduler.framework import PASS, FilterContext, Verdict
+
+from tessellate.wire.podspec import PodRequestError
 
 if TYPE_CHECKING:
-    from scheduler.podrecord import PodRecord
+    from tessellate.scheduler.podrecord import PodRecord
 
 
 class NodeConstraints:

@@ -6,11 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-
-from scheduler.framework import PASS, FilterContext, Verdict
+from tessellate.scheduler.framework import PASS, FilterContext, Verdict
 
 if TYPE_CHECKING:
-    from scheduler.podrecord import PodRecord
+    from tessellate.scheduler.podrecord import PodRecord
 
 REASON_OVERCOMMITTED = "node(s) over-committed by pods bound elsewhere"
 REASON_QUARANTINED = "node(s) quarantined for an invalid GPU inventory (see the node's events)"

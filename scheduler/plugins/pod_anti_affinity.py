@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from scheduler.framework import PASS, FilterContext, Verdict
+from tessellate.scheduler.framework import PASS, FilterContext, Verdict
 
 if TYPE_CHECKING:
-    from scheduler.cache import ClusterCache
-    from scheduler.podrecord import PodRecord
+    from tessellate.scheduler.cache import ClusterCache
+    from tessellate.scheduler.podrecord import PodRecord
 
 HOSTNAME = "kubernetes.io/hostname"
 REASON_EXISTING = "node(s) didn't satisfy existing pods anti-affinity rules"

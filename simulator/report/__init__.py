@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
-from simulator.report.html import write_html
-from simulator.report.plots import plot_alloc_curves, plot_final_bars, plot_frag_curves
-from simulator.report.summary import (
+from tessellate.simulator.report.html import write_html
+from tessellate.simulator.report.plots import plot_alloc_curves, plot_final_bars, plot_frag_curves
+from tessellate.simulator.report.summary import (
     ARRIVED,
     INDEX_COLUMNS,
     _flat,
@@ -36,7 +35,7 @@ from simulator.report.summary import (
     with_bound,
     write_csvs,
 )
-from simulator.report.terminal import render_table
+from tessellate.simulator.report.terminal import render_table
 
 __all__ = [
     "ARRIVED",

@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from simulator.report.summary import _sorted_policies, best_policies, policy_colors
-from simulator.report.terminal import _extra_columns, _fmt, _pm
+from tessellate.simulator.report.summary import _sorted_policies, best_policies, policy_colors
+from tessellate.simulator.report.terminal import _extra_columns, _fmt, _pm
 
 # --------------------------------------------------------------------------- HTML
 

@@ -11,8 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-
-from simulator.report.summary import (
+from tessellate.simulator.report.summary import (
     _DPI,
     _WIDE,
     BOUND_LABEL,

@@ -10,8 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from placement import PAPER_POLICIES
+from tessellate.placement import PAPER_POLICIES
 
 ARRIVED = tuple(str(x) for x in range(131))
 """The paper's x axis: arrived GPU demand in % of cluster GPU capacity, as column names."""

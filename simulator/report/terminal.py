@@ -7,8 +7,7 @@ from typing import Any
 
 import pandas as pd
 from rich.table import Table
-
-from simulator.report.summary import best_policies
+from tessellate.simulator.report.summary import best_policies
 
 
 def _fmt(value: Any, digits: int = 2) -> str:

@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from simulator.trace import TraceError
+from tessellate.simulator.trace import TraceError
 
 
 class Row:

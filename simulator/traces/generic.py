@@ -23,12 +23,11 @@ from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from placement import MILLI_PER_GPU, InvalidRequestError, NodeSpec, Request
-from placement.catalogue import UnknownGpuModelError, gpu_model
-from simulator.trace import PodRecord, Trace, TraceError
-from simulator.traces import openb
-from simulator.traces.csvrows import Row, read_rows
+from tessellate.placement import MILLI_PER_GPU, InvalidRequestError, NodeSpec, Request
+from tessellate.placement.catalogue import UnknownGpuModelError, gpu_model
+from tessellate.simulator.trace import PodRecord, Trace, TraceError
+from tessellate.simulator.traces import openb
+from tessellate.simulator.traces.csvrows import Row, read_rows
 
 NODE_COLUMNS = ("name", "cpu_milli", "memory_mib", "gpu_count", "gpu_model")
 NODE_OPTIONAL_COLUMNS = ("max_pods", "gpu_replicas")

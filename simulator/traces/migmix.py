@@ -13,12 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from placement import MILLI_PER_GPU, NodeSpec, Request
-from placement.mig import MigLayout, geometry
-from placement.migplanner import plan_layout
-from placement.model import MigSpec, mig_profile_milli
-from simulator.trace import PodRecord, Trace
+from tessellate.placement import MILLI_PER_GPU, NodeSpec, Request
+from tessellate.placement.mig import MigLayout, geometry
+from tessellate.placement.migplanner import plan_layout
+from tessellate.placement.model import MigSpec, mig_profile_milli
+from tessellate.simulator.trace import PodRecord, Trace
 
 BALANCED = (("1g.10gb", 2), ("2g.20gb", 1), ("3g.40gb", 1))
 """The per-GPU partition of statically partitioned nodes (like mig-parted's all-balanced)."""

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from placement import InvalidRequestError, NodeSpec, Request
-from placement.catalogue import UnknownGpuModelError, gpu_model
-from simulator.trace import PodRecord, Trace, TraceError
-from simulator.traces.csvrows import read_rows
+from tessellate.placement import InvalidRequestError, NodeSpec, Request
+from tessellate.placement.catalogue import UnknownGpuModelError, gpu_model
+from tessellate.simulator.trace import PodRecord, Trace, TraceError
+from tessellate.simulator.traces.csvrows import read_rows
 
 NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
 POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli")

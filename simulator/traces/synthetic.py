@@ -37,9 +37,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-
-from placement import MILLI_PER_GPU, NodeSpec, Request
-from simulator.trace import PodRecord, Trace
+from tessellate.placement import MILLI_PER_GPU, NodeSpec, Request
+from tessellate.simulator.trace import PodRecord, Trace
 
 CLASSES = ("cpu_only", "fraction", "whole")
 """Pod classes of fgd-protocol.md Sec. 1.2: no GPU, one GPU fraction, whole GPUs."""

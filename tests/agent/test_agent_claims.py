@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 import pytest
+from tessellate.agent.claims import ALLOCATED, Claim, ClaimError, Claims
+from tessellate.agent.devices import GPU, GPU_MEMORY, GPU_MILLI, gpu_of
 
-from scheduler.agent.claims import ALLOCATED, Claim, ClaimError, Claims
-from scheduler.agent.devices import GPU, GPU_MEMORY, GPU_MILLI, gpu_of
-from scheduler.wire.assignment import ASSIGNMENT
+from tessellate.wire.assignment import ASSIGNMENT
 
 UUIDS = [f"GPU-{i}" for i in range(4)]
 

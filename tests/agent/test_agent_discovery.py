@@ -8,15 +8,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from tessellate.agent.annotation import devices_annotation, topology_annotation, topology_of
+from tessellate.agent.discovery import DiscoveryError, HealthEvent
+from tessellate.agent.fake import FakeBackend, fake_uuid, parse
+from tessellate.agent.nvml import NvmlBackend, mig_profile_name
+from tessellate.agent.state import DeviceState
+from tessellate.placement.topology import dgx1_v100, nvswitch
+from tessellate.scheduler.nodes import node_info
 
-from placement.topology import dgx1_v100, nvswitch
-from scheduler.agent.annotation import devices_annotation, topology_annotation, topology_of
-from scheduler.agent.discovery import DiscoveryError, HealthEvent
-from scheduler.agent.fake import FakeBackend, fake_uuid, parse
-from scheduler.agent.nvml import NvmlBackend, mig_profile_name
-from scheduler.agent.state import DeviceState
-from scheduler.nodes import node_info
-from scheduler.wire.topology import from_inventory
+from tessellate.wire.topology import from_inventory
 
 DGX1_PAIRS = {"0-1": 1, "0-2": 1, "0-3": 2, "0-4": 2, "1-2": 2, "1-3": 1, "1-5": 2, "2-3": 2,
               "2-6": 1, "3-7": 1, "4-5": 1, "4-6": 1, "4-7": 2, "5-6": 2, "5-7": 1, "6-7": 2}  # fmt: skip

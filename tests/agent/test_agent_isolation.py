@@ -13,11 +13,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tessellate.agent.claims import ALLOCATED, Claim, ClaimError, Claims
+from tessellate.agent.devices import GPU, GPU_MILLI, gpu_of, milli_id
+from tessellate.agent.inventory import Gpu, MigDevice
 from test_agent_claims import UUIDS, Pods, claims, pod, serve
-
-from scheduler.agent.claims import ALLOCATED, Claim, ClaimError, Claims
-from scheduler.agent.devices import GPU, GPU_MILLI, gpu_of, milli_id
-from scheduler.agent.inventory import Gpu, MigDevice
 
 FOREIGN = "default-scheduler"
 RUNNING = {"phase": "Running"}

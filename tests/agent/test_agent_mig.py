@@ -12,15 +12,14 @@ from typing import Any
 
 import grpc
 import pytest
+from tessellate.agent.agent import Agent
+from tessellate.agent.devices import GPU, GPU_MILLI, mig_profiles
+from tessellate.agent.discovery import HealthEvent
+from tessellate.agent.fake import FakeBackend, fake_uuid
+from tessellate.agent.fake_kubelet import FakeKubelet
+from tessellate.agent.responses import VISIBLE_DEVICES
+from tessellate.placement.mig import geometry
 from test_agent_plugin import MemoryPods, start_agent
-
-from placement.mig import geometry
-from scheduler.agent.agent import Agent
-from scheduler.agent.devices import GPU, GPU_MILLI, mig_profiles
-from scheduler.agent.discovery import HealthEvent
-from scheduler.agent.fake import FakeBackend, fake_uuid
-from scheduler.agent.fake_kubelet import FakeKubelet
-from scheduler.agent.responses import VISIBLE_DEVICES
 
 SEED = "mig-node"
 UUIDS = [fake_uuid(SEED, i) for i in range(4)]

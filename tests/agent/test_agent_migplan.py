@@ -11,19 +11,19 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from tessellate.agent.annotation import devices_annotation
+from tessellate.agent.claims import ALLOCATED, gpu_users
+from tessellate.agent.discovery import HealthEvent, MigConfigError
+from tessellate.agent.fake import FakeBackend, created_mig_uuid, fake_uuid
+from tessellate.agent.health import HealthMonitor
+from tessellate.agent.migplan import MigPlanApplier, geometries
+from tessellate.agent.nvml import NvmlBackend
+from tessellate.agent.state import DeviceState
+from tessellate.placement.mig import MigLayout
 from test_agent_discovery import NOT_SUPPORTED, NVMLError, StubNvml
 
-from placement.mig import MigLayout
-from scheduler.agent.annotation import devices_annotation
-from scheduler.agent.claims import ALLOCATED, gpu_users
-from scheduler.agent.discovery import HealthEvent, MigConfigError
-from scheduler.agent.fake import FakeBackend, created_mig_uuid, fake_uuid
-from scheduler.agent.health import HealthMonitor
-from scheduler.agent.migplan import MigPlanApplier, geometries
-from scheduler.agent.nvml import NvmlBackend
-from scheduler.agent.state import DeviceState
-from scheduler.wire.assignment import ASSIGNMENT
-from scheduler.wire.migplan import APPLIED, FAILED, GpuPlan, NodePlan, PlanFormatError, decode_plan
+from tessellate.wire.assignment import ASSIGNMENT
+from tessellate.wire.migplan import APPLIED, FAILED, GpuPlan, NodePlan, PlanFormatError, decode_plan
 
 A100 = "NVIDIA A100-SXM4-80GB"
 SEED = "plan-node"

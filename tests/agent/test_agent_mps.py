@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tessellate.agent.agent import Agent, AgentConfig
+from tessellate.agent.fake import FakeBackend
+from tessellate.agent.mps import MpsDaemon, MpsError
 
-from scheduler.agent.agent import Agent, AgentConfig
-from scheduler.agent.fake import FakeBackend
-from scheduler.agent.mps import MpsDaemon, MpsError
 from tessellate.agent_cli import main
 
 FAKE_CONTROL = """#!/bin/sh

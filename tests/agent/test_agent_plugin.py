@@ -13,16 +13,16 @@ from typing import Any
 
 import grpc
 import pytest
+from tessellate.agent.agent import Agent, AgentConfig
+from tessellate.agent.claims import ALLOCATED, Claim
+from tessellate.agent.devices import GPU, GPU_MILLI, milli_id
+from tessellate.agent.discovery import HealthEvent
+from tessellate.agent.fake import FakeBackend, fake_uuid
+from tessellate.agent.fake_kubelet import FakeKubelet
+from tessellate.agent.plugin import SocketPathError
+from tessellate.agent.responses import MPS_MEMORY, MPS_PIPE, MPS_THREADS, VISIBLE_DEVICES, RuntimeOptions
 
-from scheduler.agent.agent import Agent, AgentConfig
-from scheduler.agent.claims import ALLOCATED, Claim
-from scheduler.agent.devices import GPU, GPU_MILLI, milli_id
-from scheduler.agent.discovery import HealthEvent
-from scheduler.agent.fake import FakeBackend, fake_uuid
-from scheduler.agent.fake_kubelet import FakeKubelet
-from scheduler.agent.plugin import SocketPathError
-from scheduler.agent.responses import MPS_MEMORY, MPS_PIPE, MPS_THREADS, VISIBLE_DEVICES, RuntimeOptions
-from scheduler.wire.assignment import ASSIGNMENT
+from tessellate.wire.assignment import ASSIGNMENT
 
 NODE = "node-a"
 SEED = "node-a"

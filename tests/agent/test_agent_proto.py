@@ -7,16 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from scheduler.agent.proto import API_VERSION
-from scheduler.agent.proto import deviceplugin_pb2 as pb
-from scheduler.agent.proto.generate import PROTO, RELATIVE, ROOT, STUBS
+from tessellate.agent.proto import API_VERSION
+from tessellate.agent.proto import deviceplugin_pb2 as pb
+from tessellate.agent.proto.generate import PROTO, RELATIVE, ROOT, STUBS
 
 
 def test_regenerating_the_stubs_changes_nothing(tmp_path: Path) -> None:
     # In a fresh process: grpc_tools' protoc and ortools each carry a protobuf library, and
     # loading both into one process (as the rest of the suite does) can crash it.
     subprocess.run(
-        [sys.executable, "-m", "scheduler.agent.proto.generate", "--out", str(tmp_path)],
+        [sys.executable, "-m", "tessellate.agent.proto.generate", "--out", str(tmp_path)],
         check=True,
         capture_output=True,
         cwd=ROOT,
@@ -26,7 +26,7 @@ def test_regenerating_the_stubs_changes_nothing(tmp_path: Path) -> None:
     stale = [p.name for p in paths if p.read_text() != (committed / p.name).read_text()]
     assert not stale, (
         f"{', '.join(stale)} differ from what grpcio-tools makes of deviceplugin.proto; "
-        "run: python -m scheduler.agent.proto.generate"
+        "run: python -m tessellate.agent.proto.generate"
     )
     assert sorted(p.name for p in paths) == sorted(STUBS)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scheduler.kube import KubeClient
+from tessellate.kube import KubeClient
 
 REPO = Path(__file__).resolve().parents[2]
 CONTROL_PLANE = REPO / "scripts" / "control-plane"

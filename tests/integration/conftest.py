@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from integration import cluster, rbac
-from scheduler.kube import KubeClient
+from tessellate.kube import KubeClient
 
 
 @pytest.fixture(scope="session")

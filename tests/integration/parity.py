@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tessellate.scheduler.config import DEFAULT_POLICY
+from tessellate.simulator.timed import TimedResult, run_timed
+from tessellate.simulator.trace import PodRecord, Trace
+
 from integration import cluster, traceobjects
 from integration.schedproc import SchedulerProcess
-from scheduler.config import DEFAULT_POLICY
-from scheduler.kube import KubeClient
-from scheduler.wire.assignment import ASSIGNMENT, decode
-from simulator.timed import TimedResult, run_timed
-from simulator.trace import PodRecord, Trace
+from tessellate.kube import KubeClient
+from tessellate.wire.assignment import ASSIGNMENT, decode
 
 Placement = dict[str, tuple[str, tuple[int, ...]]]
 """Placed pod -> (node, GPU indices)."""

@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 
 from integration import cluster
-from scheduler.kube import KubeClient
-from scheduler.wire.assignment import ASSIGNMENT, decode
+from tessellate.kube import KubeClient
+from tessellate.wire.assignment import ASSIGNMENT, decode
 
 
 def free_port() -> int:

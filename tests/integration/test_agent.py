@@ -20,22 +20,22 @@ from typing import Any
 
 import pytest
 import yaml
+from tessellate.agent.agent import Agent, AgentConfig
+from tessellate.agent.claims import ALLOCATED
+from tessellate.agent.devices import GPU, GPU_MEMORY, GPU_MILLI
+from tessellate.agent.fake import FakeBackend, fake_uuid
+from tessellate.agent.fake_kubelet import FakeKubelet
+from tessellate.agent.proto import deviceplugin_pb2 as pb
+from tessellate.agent.responses import MPS_MEMORY, MPS_THREADS, VISIBLE_DEVICES
+from tessellate.placement.topology import nvswitch
+from tessellate.scheduler.nodes import node_info
 
 from integration import cluster, rbac
 from integration.schedproc import wait_for
-from placement.topology import nvswitch
-from scheduler.agent.agent import Agent, AgentConfig
-from scheduler.agent.claims import ALLOCATED
-from scheduler.agent.devices import GPU, GPU_MEMORY, GPU_MILLI
-from scheduler.agent.fake import FakeBackend, fake_uuid
-from scheduler.agent.fake_kubelet import FakeKubelet
-from scheduler.agent.proto import deviceplugin_pb2 as pb
-from scheduler.agent.responses import MPS_MEMORY, MPS_THREADS, VISIBLE_DEVICES
-from scheduler.kube import ApiError, KubeClient
-from scheduler.nodes import node_info
-from scheduler.wire.assignment import ASSIGNMENT
-from scheduler.wire.devices import DEVICES
-from scheduler.wire.topology import TOPOLOGY, from_inventory
+from tessellate.kube import ApiError, KubeClient
+from tessellate.wire.assignment import ASSIGNMENT
+from tessellate.wire.devices import DEVICES
+from tessellate.wire.topology import TOPOLOGY, from_inventory
 
 pytestmark = pytest.mark.integration
 

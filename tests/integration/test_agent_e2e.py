@@ -21,6 +21,11 @@ from typing import Any
 
 import pytest
 import yaml
+from tessellate.agent.devices import GPU, GPU_MEMORY, GPU_MILLI
+from tessellate.agent.fake import fake_uuid
+from tessellate.agent.fake_kubelet import FakeKubelet
+from tessellate.agent.responses import MPS_MEMORY, MPS_THREADS, VISIBLE_DEVICES
+from tessellate.placement.mig import MigInstance, geometry
 
 from integration import cluster, rbac
 from integration.schedproc import SchedulerProcess, wait_for
@@ -32,16 +37,11 @@ from integration.test_agent import (
     node_capacity_writer,
     other_ids,
 )
-from placement.mig import MigInstance, geometry
-from scheduler.agent.devices import GPU, GPU_MEMORY, GPU_MILLI
-from scheduler.agent.fake import fake_uuid
-from scheduler.agent.fake_kubelet import FakeKubelet
-from scheduler.agent.responses import MPS_MEMORY, MPS_THREADS, VISIBLE_DEVICES
-from scheduler.kube import ApiError, KubeClient
-from scheduler.wire.assignment import ASSIGNMENT, GpuAssignment, decode
-from scheduler.wire.devices import DEVICES
-from scheduler.wire.migplan import PLAN, PLAN_STATUS, decode_plan, decode_status
-from scheduler.wire.topology import TOPOLOGY
+from tessellate.kube import ApiError, KubeClient
+from tessellate.wire.assignment import ASSIGNMENT, GpuAssignment, decode
+from tessellate.wire.devices import DEVICES
+from tessellate.wire.migplan import PLAN, PLAN_STATUS, decode_plan, decode_status
+from tessellate.wire.topology import TOPOLOGY
 
 pytestmark = pytest.mark.integration
 

@@ -16,6 +16,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tessellate.agent.agent import Agent, AgentConfig
+from tessellate.agent.devices import GPU, GPU_MILLI
+from tessellate.agent.fake import FakeBackend, created_mig_uuid, fake_uuid
+from tessellate.agent.fake_kubelet import FakeKubelet
+from tessellate.agent.responses import VISIBLE_DEVICES
+from tessellate.placement.mig import MigLayout
 
 from integration import cluster
 from integration.schedproc import wait_for
@@ -27,15 +33,9 @@ from integration.test_agent import (
     hgx_a100,
     node_capacity_writer,
 )
-from placement.mig import MigLayout
-from scheduler.agent.agent import Agent, AgentConfig
-from scheduler.agent.devices import GPU, GPU_MILLI
-from scheduler.agent.fake import FakeBackend, created_mig_uuid, fake_uuid
-from scheduler.agent.fake_kubelet import FakeKubelet
-from scheduler.agent.responses import VISIBLE_DEVICES
-from scheduler.kube import ApiError, KubeClient
-from scheduler.wire.devices import DEVICES
-from scheduler.wire.migplan import (
+from tessellate.kube import ApiError, KubeClient
+from tessellate.wire.devices import DEVICES
+from tessellate.wire.migplan import (
     APPLIED,
     FAILED,
     PLAN,

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tessellate.scheduler.plugins.pod_anti_affinity import REASON_EXISTING
 
 from integration import cluster, rbac
 from integration.schedproc import SchedulerProcess, bound_count, wait_for
-from scheduler.kube import KubeClient
-from scheduler.plugins.pod_anti_affinity import REASON_EXISTING
+from tessellate.kube import KubeClient
 
 pytestmark = pytest.mark.integration
 

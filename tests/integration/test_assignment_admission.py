@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from integration import cluster, rbac
-from scheduler.kube import ApiError, KubeClient
+from tessellate.kube import ApiError, KubeClient
 
 pytestmark = pytest.mark.integration
 

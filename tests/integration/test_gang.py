@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tessellate.scheduler.gang import MIN_AVAILABLE, POD_GROUP
 
 from integration import cluster, rbac
 from integration.schedproc import SchedulerProcess, check_no_overcommit, wait_for
 from integration.test_scheduler import node_group
-from scheduler.gang import MIN_AVAILABLE, POD_GROUP
-from scheduler.kube import KubeClient
+from tessellate.kube import KubeClient
 
 pytestmark = pytest.mark.integration
 

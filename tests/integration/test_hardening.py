@@ -11,8 +11,8 @@ import pytest
 
 from integration import cluster, rbac
 from integration.schedproc import SchedulerProcess, bound_count, check_no_overcommit, wait_for
-from scheduler.kube import KubeClient
-from scheduler.wire.devices import DEVICES
+from tessellate.kube import KubeClient
+from tessellate.wire.devices import DEVICES
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 import urllib3
+from tessellate.scheduler.informer import Reflector
 
 from integration import cluster
-from scheduler.informer import Reflector
-from scheduler.kube import ApiError, KubeClient
+from tessellate.kube import ApiError, KubeClient
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from tessellate.scheduler.leader import JITTER_FACTOR, LeaderElectionConfig, LeaderElector, parse_micro_time
 
-from scheduler.kube import ApiError, KubeClient
-from scheduler.leader import JITTER_FACTOR, LeaderElectionConfig, LeaderElector, parse_micro_time
+from tessellate.kube import ApiError, KubeClient
 
 LEASE, RENEW, RETRY = 2.0, 1.5, 0.3
 MAX_RETRY = RETRY * (1 + JITTER_FACTOR)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 from paths import OPENB
+from tessellate.simulator.trace import Trace
+from tessellate.simulator.traces.openb import load_trace
 
 from integration import cluster, parity, rbac
-from simulator.trace import Trace
-from simulator.traces.openb import load_trace
 
 pytestmark = pytest.mark.integration
 

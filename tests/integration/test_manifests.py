@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 import yaml
+from tessellate.scheduler.config import load_config
+from tessellate.scheduler.gang import pod_group
 
 from integration import cluster, rbac
-from scheduler.config import load_config
-from scheduler.gang import pod_group
-from scheduler.kube import ApiError, KubeClient
+from tessellate.kube import ApiError, KubeClient
 
 MANIFESTS = rbac.MANIFESTS
 EXAMPLES = MANIFESTS / "examples"

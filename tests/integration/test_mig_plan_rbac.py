@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from integration import cluster, rbac
-from scheduler.kube import ApiError, KubeClient
-from scheduler.wire.migplan import PLAN, PLAN_STATUS
+from tessellate.kube import ApiError, KubeClient
+from tessellate.wire.migplan import PLAN, PLAN_STATUS
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import pytest
 from integration import cluster, rbac
 from integration.schedproc import SchedulerProcess, bound_count, check_no_overcommit, wait_for
 from integration.test_scheduler import node_group
-from scheduler.kube import KubeClient
+from tessellate.kube import KubeClient
 
 pytestmark = pytest.mark.integration
 

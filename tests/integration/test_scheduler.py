@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
+from tessellate.scheduler.leader import parse_micro_time
 
 from integration import cluster, rbac
 from integration.schedproc import SchedulerProcess, bound_count, check_no_overcommit, wait_for
-from scheduler.kube import ApiError, KubeClient
-from scheduler.leader import parse_micro_time
+from tessellate.kube import ApiError, KubeClient
 
 pytestmark = pytest.mark.integration
 

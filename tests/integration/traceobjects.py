@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from tessellate.placement import NodeSpec
+from tessellate.scheduler.nodes import PRODUCT_LABEL
+from tessellate.simulator.trace import PodRecord
+
 from integration import cluster
-from placement import NodeSpec
-from scheduler.nodes import PRODUCT_LABEL
-from scheduler.podspec import GPU, GPU_MILLI
-from simulator.trace import PodRecord
+from tessellate.wire.podspec import GPU, GPU_MILLI
 
 
 def node_objects(node: NodeSpec) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -8,11 +8,18 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tessellate.placement import Assignment, ClusterState, NodeSpec, Request
+from tessellate.placement.batch import (
+    INVALID,
+    SKIPPED_BOUND,
+    SKIPPED_COMPLETE,
+    BatchOptions,
+    _BatchModel,
+    place_batch,
+)
+from tessellate.simulator.timed import run_timed
+from tessellate.simulator.trace import PodRecord, Trace
 
-from placement import Assignment, ClusterState, NodeSpec, Request
-from placement.batch import INVALID, SKIPPED_BOUND, SKIPPED_COMPLETE, BatchOptions, _BatchModel, place_batch
-from simulator.timed import run_timed
-from simulator.trace import PodRecord, Trace
 from tests.builders import cluster, frac, occupy, placer, put, whole
 
 FAST = BatchOptions(time_limit_s=2.0)
@@ -207,7 +214,7 @@ def test_timed_batch_places_more_gpu_hours_where_order_traps_greedy():
 
 
 def test_timed_batch_on_a_small_synthetic_trace_is_no_worse():
-    from simulator.traces.synthetic import SyntheticConfig, generate
+    from tessellate.simulator.traces.synthetic import SyntheticConfig, generate
 
     trace = generate(SyntheticConfig(nodes=12, pods=300, load=3.0))
     greedy = run_timed(trace, "fgd")

@@ -9,11 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ortools.sat.python import cp_model
 from paths import OPENB
-
-from placement import ClusterState, NodeSpec, Request
-from placement.bound import solve_bound
-from placement.bound.instance import build_instance
-from placement.timeslice import replica_request, slice_milli
+from tessellate.placement import ClusterState, NodeSpec, Request
+from tessellate.placement.bound import solve_bound
+from tessellate.placement.bound.instance import build_instance
+from tessellate.placement.timeslice import replica_request, slice_milli
 
 
 def exact_optimum(nodes: list[NodeSpec], requests: list[Request]) -> int:
@@ -137,8 +136,8 @@ TRACES_IN_CI = ("openb_pod_list_default", "openb_pod_list_gpushare40")
 
 @pytest.mark.parametrize("workload", TRACES_IN_CI)
 def test_bound_is_above_fgd_and_bestfit(workload):
-    from simulator.bound import bound_points, policy_at
-    from simulator.traces.openb import load_trace
+    from tessellate.simulator.bound import bound_points, policy_at
+    from tessellate.simulator.traces.openb import load_trace
 
     trace = load_trace(OPENB / "openb_node_list_gpu_node.csv", OPENB / f"{workload}.csv")
     (point,) = bound_points(trace, 42, 1.3, at=(130,), time_limit=5)

@@ -12,8 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mixed_clusters import flavours, node_lists, request_pools
-
-from placement import (
+from tessellate.placement import (
     Assignment,
     ClusterState,
     MigChooser,
@@ -25,10 +24,10 @@ from placement import (
     TargetWorkload,
     create_policy,
 )
-from placement.checks import needs_at_least
-from placement.fit import explain, feasible_mask
-from placement.requests import RequestTable
-from placement.timeslice import routes
+from tessellate.placement.checks import needs_at_least
+from tessellate.placement.fit import explain, feasible_mask
+from tessellate.placement.requests import RequestTable
+from tessellate.placement.timeslice import routes
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -15,8 +15,7 @@ import pytest
 from builders import frac, placer, put, where, whole
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from placement import (
+from tessellate.placement import (
     MILLI_PER_GPU,
     PAPER_POLICIES,
     Assignment,
@@ -28,12 +27,13 @@ from placement import (
     Request,
     Unschedulable,
 )
-from placement.fit import REASON_GPU_SHARE, REASON_GPU_SHARE_MEMORY, REASON_GPU_SHARERS
-from placement.state import UNBOUNDED
-from scheduler.cache import ClusterCache, Placed
-from scheduler.config import ConfigError, load_config
-from scheduler.nodes import node_info
-from scheduler.podspec import pod_request
+from tessellate.placement.fit import REASON_GPU_SHARE, REASON_GPU_SHARE_MEMORY, REASON_GPU_SHARERS
+from tessellate.placement.state import UNBOUNDED
+from tessellate.scheduler.cache import ClusterCache, Placed
+from tessellate.scheduler.config import ConfigError, load_config
+from tessellate.scheduler.nodes import node_info
+
+from tessellate.wire.podspec import pod_request
 
 GIB = 1024
 A100 = "A100-80GB"

@@ -15,9 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paths import REPO, SHARED
-
-from placement.catalogue import UnknownGpuModelError
-from placement.mig import (
+from tessellate.placement.catalogue import UnknownGpuModelError
+from tessellate.placement.mig import (
     InvalidMigLayoutError,
     MigError,
     MigGeometry,
@@ -31,7 +30,7 @@ from placement.mig import (
     maximal_layouts,
     valid_placements,
 )
-from placement.migfrag import (
+from tessellate.placement.migfrag import (
     choose_placement,
     choose_start,
     first_fit,
@@ -39,7 +38,8 @@ from placement.migfrag import (
     mig_fragmentation,
     mig_fragmentation_ratio,
 )
-from placement.migplanner import MigPlanFailure, plan_layout
+from tessellate.placement.migplanner import MigPlanFailure, plan_layout
+
 from tessellate import mig_cli
 
 ROOT = REPO

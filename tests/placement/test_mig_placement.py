@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from placement import (
+from tessellate.placement import (
     MILLI_PER_GPU,
     Assignment,
     ClusterState,
@@ -26,10 +25,10 @@ from placement import (
     Unschedulable,
     create_policy,
 )
-from placement.mig import MigLayout, geometry
-from placement.migplace import MigChooser, plan_gpu
-from placement.migplanner import MigPlanFailure
-from placement.model import MigPlan, MigSlot, MigSpec
+from tessellate.placement.mig import MigLayout, geometry
+from tessellate.placement.migplace import MigChooser, plan_gpu
+from tessellate.placement.migplanner import MigPlanFailure
+from tessellate.placement.model import MigPlan, MigSlot, MigSpec
 
 A100 = "A100-80GB"
 

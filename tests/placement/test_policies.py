@@ -26,8 +26,7 @@ from builders import (
     where,
     whole,
 )
-
-from placement import (
+from tessellate.placement import (
     PAPER_POLICIES,
     Fragmentation,
     NumpyInts,
@@ -38,8 +37,8 @@ from placement import (
     Unschedulable,
     create_policy,
 )
-from placement.fit import explain
-from placement.policies.fgd import quantised_gain
+from tessellate.placement.fit import explain
+from tessellate.placement.policies.fgd import quantised_gain
 
 DETERMINISTIC = [p for p in PAPER_POLICIES if p != "random"]
 

@@ -16,8 +16,7 @@ import pytest
 from builders import cluster, cpu_only, frac, occupy, placer, whole
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-
-from placement import (
+from tessellate.placement import (
     MILLI_PER_GPU,
     PAPER_POLICIES,
     Assignment,
@@ -33,7 +32,7 @@ from placement import (
     Unschedulable,
     create_policy,
 )
-from placement.fit import feasible_mask
+from tessellate.placement.fit import feasible_mask
 
 MODELS = ("T4", "V100M16", "A10")
 REQUESTABLE_MODELS = (*MODELS, "P100", "")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from placement import (
+from tessellate.placement import (
     Assignment,
     ClusterState,
     NumpyInts,
@@ -14,7 +13,8 @@ from placement import (
     TargetWorkload,
     create_policy,
 )
-from placement.policies.tessellate import _PRIMARY, HostableCapacity
+from tessellate.placement.policies.tessellate import _PRIMARY, HostableCapacity
+
 from tests.builders import cluster, cpu_only, frac, occupy, one_type_target, placer, scores, where, whole
 
 MIX = TargetWorkload(

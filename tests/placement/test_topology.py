@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from placement import topology as topo
-from placement.topology import (
+from tessellate.placement import topology as topo
+from tessellate.placement.topology import (
     NodeTopology,
     TopologyError,
     TopologyIndex,
@@ -26,7 +25,8 @@ from placement.topology import (
     scores_for_nodes,
     topology_score,
 )
-from scheduler.wire.topology import from_inventory, to_inventory
+
+from tessellate.wire.topology import from_inventory, to_inventory
 
 
 def mask(*gpus: int) -> int:

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from placement import (
+from tessellate.placement import (
     MILLI_PER_GPU,
     Assignment,
     ClusterState,
@@ -18,9 +17,9 @@ from placement import (
     Request,
     TargetWorkload,
 )
-from placement.policies import create_policy
-from placement.topology import NodeTopology, best_bandwidth, dgx1_v100, nvswitch, pcie
-from simulator.traces.synthetic import SyntheticConfig, generate
+from tessellate.placement.policies import create_policy
+from tessellate.placement.topology import NodeTopology, best_bandwidth, dgx1_v100, nvswitch, pcie
+from tessellate.simulator.traces.synthetic import SyntheticConfig, generate
 
 TARGET = TargetWorkload.from_requests([p.request for p in generate(SyntheticConfig(seed=1, nodes=20)).pods])
 

@@ -8,16 +8,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tessellate.placement import Unschedulable
+from tessellate.scheduler.app import Scheduler
+from tessellate.scheduler.cache import ClusterCache, Placed
+from tessellate.scheduler.config import ConfigError, SchedulerConfig, load_config
+from tessellate.scheduler.framework import FilterContext, Verdict, run_filters
+from tessellate.scheduler.plugins import DEFAULT_FILTERS
+from tessellate.scheduler.plugins.pod_anti_affinity import HOSTNAME, REASON_EXISTING, REASON_MATCH
 from test_scheduler_cache import decide, gpus, node, pod
 
-from placement import Unschedulable
-from scheduler.app import Scheduler
-from scheduler.cache import ClusterCache, Placed
-from scheduler.config import ConfigError, SchedulerConfig, load_config
-from scheduler.framework import FilterContext, Verdict, run_filters
-from scheduler.plugins import DEFAULT_FILTERS
-from scheduler.plugins.pod_anti_affinity import HOSTNAME, REASON_EXISTING, REASON_MATCH
-from scheduler.wire.assignment import ASSIGNMENT, decode
+from tessellate.wire.assignment import ASSIGNMENT, decode
 
 
 class Fixed:

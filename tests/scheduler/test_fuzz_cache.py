@@ -13,14 +13,14 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tessellate.placement import Unschedulable
+from tessellate.placement.topology import nvswitch
+from tessellate.scheduler.cache import ClusterCache, Placed
+from tessellate.scheduler.nodes import node_info
 
-from placement import Unschedulable
-from placement.topology import nvswitch
-from scheduler.cache import ClusterCache, Placed
-from scheduler.nodes import node_info
-from scheduler.wire.assignment import ASSIGNMENT
-from scheduler.wire.devices import DEVICES
-from scheduler.wire.topology import TOPOLOGY, to_inventory
+from tessellate.wire.assignment import ASSIGNMENT
+from tessellate.wire.devices import DEVICES
+from tessellate.wire.topology import TOPOLOGY, to_inventory
 
 QUANTITIES = st.one_of(
     st.sampled_from(["0", "1", "2", "4", "8", "-1", "1.5", "500m", "2Gi", "1e1", "99999999999", "1E"]),

@@ -7,14 +7,20 @@ import pytest
 from builders import cluster, frac, placer, whole
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tessellate.placement import Unschedulable
+from tessellate.placement.gang import place_group
+from tessellate.scheduler.cache import ClusterCache
+from tessellate.scheduler.gang import (
+    MIN_AVAILABLE,
+    POD_GROUP,
+    GroupDecision,
+    PodGroupError,
+    decide_group,
+    pod_group,
+)
+from tessellate.scheduler.podrecord import PodRecord
+from tessellate.scheduler.queue import SchedulingQueue
 from test_scheduler_cache import bound, cache_with, gpus, node, pod
-
-from placement import Unschedulable
-from placement.gang import place_group
-from scheduler.cache import ClusterCache
-from scheduler.gang import MIN_AVAILABLE, POD_GROUP, GroupDecision, PodGroupError, decide_group, pod_group
-from scheduler.podrecord import PodRecord
-from scheduler.queue import SchedulingQueue
 
 
 def member(name: str, group: str, min_available: int | str | None, limits: dict, **spec) -> dict:
@@ -260,9 +266,9 @@ def test_claimed_members_leave_the_line_and_end_like_popped_pods() -> None:
 
 
 def test_a_group_that_falls_short_one_member_at_a_time_is_placed_as_a_batch(monkeypatch) -> None:
-    from placement.batch import BatchOptions
-    from placement.gang import GroupOutcome
-    from scheduler import gang
+    from tessellate.placement.batch import BatchOptions
+    from tessellate.placement.gang import GroupOutcome
+    from tessellate.scheduler import gang
 
     cache = cache_with(node("n0"), node("n1"), node("n2"))
     for host in ("n1", "n2"):  # GPUs 0-3 busy: one idle 8-GPU node and two 4-GPU holes
@@ -285,7 +291,7 @@ def test_a_group_that_falls_short_one_member_at_a_time_is_placed_as_a_batch(monk
 
 
 def test_a_batch_that_still_falls_short_reserves_nothing(monkeypatch) -> None:
-    from placement.batch import BatchOptions
+    from tessellate.placement.batch import BatchOptions
 
     cache = cache_with(node("n0", gpus=4))
     recs = add(cache, *(member(f"w{i}", "job", 2, gpus(4)) for i in range(2)))

@@ -9,19 +9,19 @@ import time
 from typing import Any
 
 import pytest
+from tessellate.placement import Unschedulable
+from tessellate.placement.topology import nvswitch
+from tessellate.scheduler.app import Scheduler
+from tessellate.scheduler.cache import ClusterCache, NodeProblem, Placed
+from tessellate.scheduler.charging import Charges
+from tessellate.scheduler.config import SchedulerConfig
+from tessellate.scheduler.nodes import node_info
+from tessellate.scheduler.plugins.node_health import REASON_QUARANTINED
 from test_scheduler_cache import bound, cache_with, charged, decide, gpus, node, pod
 
-from placement import Unschedulable
-from placement.topology import nvswitch
-from scheduler.app import Scheduler
-from scheduler.cache import ClusterCache, NodeProblem, Placed
-from scheduler.charging import Charges
-from scheduler.config import SchedulerConfig
-from scheduler.nodes import node_info
-from scheduler.plugins.node_health import REASON_QUARANTINED
-from scheduler.wire.assignment import ASSIGNMENT
-from scheduler.wire.devices import DEVICES
-from scheduler.wire.topology import TOPOLOGY, to_inventory
+from tessellate.wire.assignment import ASSIGNMENT
+from tessellate.wire.devices import DEVICES
+from tessellate.wire.topology import TOPOLOGY, to_inventory
 
 
 def devices(*entries: dict) -> str:
@@ -244,7 +244,7 @@ def test_readyz_fails_while_the_api_server_is_unreachable_or_every_cycle_fails()
 
 
 def test_a_reflector_that_cannot_reach_the_api_server_says_since_when() -> None:
-    from scheduler.informer import Reflector
+    from tessellate.scheduler.informer import Reflector
 
     stop = threading.Event()
     reflector = Reflector(_Unreachable(), "/api/v1/nodes", lambda items: None, lambda k, o: None, stop)  # type: ignore[arg-type]

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
-from scheduler.http1 import ConnectionPool, endpoint
+from tessellate.scheduler.http1 import ConnectionPool, endpoint
 
 
 class Handler(BaseHTTPRequestHandler):

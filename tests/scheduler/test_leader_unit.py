@@ -12,9 +12,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-
-from scheduler.kube import ApiError
-from scheduler.leader import (
+from tessellate.scheduler.leader import (
     LeaderElectionConfig,
     LeaderElector,
     default_identity,
@@ -22,6 +20,8 @@ from scheduler.leader import (
     jittered,
     parse_micro_time,
 )
+
+from tessellate.kube import ApiError
 
 MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 PATH = "/apis/coordination.k8s.io/v1/namespaces/ns/leases/lock"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from tessellate.placement import MILLI_PER_GPU
 
-from placement import MILLI_PER_GPU
-from scheduler.podspec import PodRequestError, cpu_milli, memory_mib, parse_quantity, pod_request
-from scheduler.wire.assignment import AssignmentError, GpuAssignment, GpuShare, decode
+from tessellate.wire.assignment import AssignmentError, GpuAssignment, GpuShare, decode
+from tessellate.wire.podspec import PodRequestError, cpu_milli, memory_mib, parse_quantity, pod_request
 
 
 def pod(*containers: dict, init: tuple[dict, ...] = (), overhead: dict | None = None) -> dict:

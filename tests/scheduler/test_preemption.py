@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tessellate.placement import Unschedulable
+from tessellate.scheduler.cache import ClusterCache, Placed
+from tessellate.scheduler.nominator import Nominator
+from tessellate.scheduler.podrecord import PodRecord
+from tessellate.scheduler.preemption import Preemption, find_preemption, victims_on, victims_still_leaving
 from test_scheduler_cache import bound, cache_with, decide, node, pod
-
-from placement import Unschedulable
-from scheduler.cache import ClusterCache, Placed
-from scheduler.nominator import Nominator
-from scheduler.podrecord import PodRecord
-from scheduler.preemption import Preemption, find_preemption, victims_on, victims_still_leaving
 
 
 def running(cache: ClusterCache, name: str, gpus: int, priority: int, on: str | None = None) -> PodRecord:

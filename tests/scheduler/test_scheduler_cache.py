@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from tessellate.placement import Unschedulable
+from tessellate.scheduler.cache import ClusterCache, Placed
+from tessellate.scheduler.constraints import REASON_AFFINITY, REASON_UNSCHEDULABLE
+from tessellate.scheduler.plugins.node_health import REASON_OVERCOMMITTED
+from tessellate.scheduler.queue import SchedulingQueue
 
-from placement import Unschedulable
-from scheduler.cache import ClusterCache, Placed
-from scheduler.constraints import REASON_AFFINITY, REASON_UNSCHEDULABLE
-from scheduler.plugins.node_health import REASON_OVERCOMMITTED
-from scheduler.queue import SchedulingQueue
-from scheduler.wire.assignment import ASSIGNMENT
+from tessellate.wire.assignment import ASSIGNMENT
 
 _uid = iter(range(10**6))
 
@@ -212,7 +212,7 @@ def test_taints_affinity_and_cordon_filter_with_kube_scheduler_reasons() -> None
 
 
 def test_bad_affinity_operator_is_an_invalid_request() -> None:
-    from scheduler.podspec import PodRequestError
+    from tessellate.wire.podspec import PodRequestError
 
     cache = cache_with(node("n1"))
     affinity = {
@@ -273,7 +273,7 @@ def test_a_cluster_change_during_an_attempt_is_not_lost_when_the_attempt_fails()
 
 
 def test_required_pod_affinity_is_refused_loudly_not_ignored() -> None:
-    from scheduler.podrecord import PodRecord
+    from tessellate.scheduler.podrecord import PodRecord
 
     spec_affinity = {
         "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "x"}]}
@@ -297,8 +297,9 @@ def with_topology(n: dict, inventory: dict | str) -> dict:
 
 
 def test_multi_gpu_pods_get_the_best_connected_set_and_its_numa_nodes() -> None:
-    from placement.topology import dgx1_v100
-    from scheduler.wire.topology import to_inventory
+    from tessellate.placement.topology import dgx1_v100
+
+    from tessellate.wire.topology import to_inventory
 
     cache = cache_with(with_topology(node("dgx1"), to_inventory(dgx1_v100())))
     one = decide(cache, pod("one", gpus(1)))
@@ -323,8 +324,9 @@ def test_a_broken_topology_annotation_is_reported_and_ignored() -> None:
 
 
 def test_gpus_the_agent_reports_unhealthy_are_never_assigned() -> None:
-    from placement.topology import nvswitch
-    from scheduler.wire.topology import to_inventory
+    from tessellate.placement.topology import nvswitch
+
+    from tessellate.wire.topology import to_inventory
 
     n = with_topology(node("n1", gpus=7), to_inventory(nvswitch(8)))  # the kubelet dropped one GPU
     devices = {"gpus": [{"index": i, "health": "Unhealthy" if i == 2 else "Healthy"} for i in range(8)]}

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 
+from tessellate.placement import Unschedulable
+from tessellate.placement.mig import MigLayout
+from tessellate.scheduler.cache import ClusterCache, Placed
+from tessellate.scheduler.nodes import node_info
 from test_scheduler_cache import bound, cache_with, decide, node, pod
 
-from placement import Unschedulable
-from placement.mig import MigLayout
-from scheduler.cache import ClusterCache, Placed
-from scheduler.nodes import node_info
-from scheduler.wire.assignment import decode
-from scheduler.wire.devices import DEVICES
+from tessellate.wire.assignment import decode
+from tessellate.wire.devices import DEVICES
 
 A100 = "A100-SXM4-80GB"
 

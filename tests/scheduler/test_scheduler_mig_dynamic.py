@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 
+from tessellate.placement import Unschedulable
+from tessellate.placement.mig import MigLayout, geometry
+from tessellate.scheduler.cache import ClusterCache, Placed
+from tessellate.scheduler.nodes import node_info
 from test_scheduler_cache import cache_with, decide, node, pod
 
-from placement import Unschedulable
-from placement.mig import MigLayout, geometry
-from scheduler.cache import ClusterCache, Placed
-from scheduler.nodes import node_info
-from scheduler.wire.devices import DEVICES
-from scheduler.wire.migplan import APPLIED, FAILED, PLAN, PLAN_STATUS, PlanStatus, decode_plan, encode_status
-from scheduler.wire.topology import TOPOLOGY
+from tessellate.wire.devices import DEVICES
+from tessellate.wire.migplan import APPLIED, FAILED, PLAN, PLAN_STATUS, PlanStatus, decode_plan, encode_status
+from tessellate.wire.topology import TOPOLOGY
 
 A100 = geometry("A100-80GB")
 UUIDS = ("GPU-aaaa", "GPU-bbbb")

@@ -6,16 +6,15 @@ from __future__ import annotations
 import pytest
 from integration.traceobjects import node_objects, pod_object
 from paths import OPENB
-
-from placement import MILLI_PER_GPU, Request, TargetWorkload
-from placement.workload import DEFAULT_WORKLOAD, allowed_models, expected_workload
-from scheduler.cache import ClusterCache
-from scheduler.constraints import PodConstraints
-from scheduler.nodes import PRODUCT_LABEL
-from scheduler.target import pod_models, target_requests
-from simulator.replay import paper_target_workload, target_workload
-from simulator.trace import PodRecord, Trace
-from simulator.traces.openb import load_trace
+from tessellate.placement import MILLI_PER_GPU, Request, TargetWorkload
+from tessellate.placement.workload import DEFAULT_WORKLOAD, allowed_models, expected_workload
+from tessellate.scheduler.cache import ClusterCache
+from tessellate.scheduler.constraints import PodConstraints
+from tessellate.scheduler.nodes import PRODUCT_LABEL
+from tessellate.scheduler.target import pod_models, target_requests
+from tessellate.simulator.replay import paper_target_workload, target_workload
+from tessellate.simulator.trace import PodRecord, Trace
+from tessellate.simulator.traces.openb import load_trace
 
 KNOWN = {"T4": "T4", "Tesla-P100": "P100", "V100M32": "V100M32", "T4-SHARED": "T4"}
 """Product label -> catalogue model, as `scheduler.target.products` reads them off nodes."""

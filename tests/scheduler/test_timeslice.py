@@ -8,15 +8,26 @@ import pytest
 from builders import frac, placer, whole
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tessellate.placement import (
+    ClusterState,
+    Fragmentation,
+    NodeSpec,
+    OverCommitError,
+    TargetWorkload,
+    Unschedulable,
+)
+from tessellate.placement.model import Assignment
+from tessellate.placement.timeslice import (
+    REASON_SLICED_KIND,
+    REASON_SLICED_MULTI,
+    replica_request,
+    slice_milli,
+)
+from tessellate.scheduler.cache import ClusterCache
+from tessellate.scheduler.nodes import node_info
+from tessellate.simulator.replay import run_inflation
+from tessellate.simulator.trace import PodRecord, Trace
 from test_scheduler_cache import bound, decide, pod
-
-from placement import ClusterState, Fragmentation, NodeSpec, OverCommitError, TargetWorkload, Unschedulable
-from placement.model import Assignment
-from placement.timeslice import REASON_SLICED_KIND, REASON_SLICED_MULTI, replica_request, slice_milli
-from scheduler.cache import ClusterCache
-from scheduler.nodes import node_info
-from simulator.replay import run_inflation
-from simulator.trace import PodRecord, Trace
 
 
 def sliced_cluster(replicas: int = 4, plain_gpus: int = 0) -> ClusterState:

@@ -7,9 +7,9 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tessellate.placement.mig import MigLayout, geometry, valid_placements
 
-from placement.mig import MigLayout, geometry, valid_placements
-from scheduler.wire.migplan import (
+from tessellate.wire.migplan import (
     APPLIED,
     FAILED,
     GpuPlan,

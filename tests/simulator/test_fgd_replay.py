@@ -15,12 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from paths import EXPECTED, OPENB
-
-from simulator.experiment import paper_label, record_of
-from simulator.gorand import GoRand
-from simulator.protocol import plan_inflation
-from simulator.replay import run_inflation
-from simulator.traces.openb import load_trace
+from tessellate.simulator.experiment import paper_label, record_of
+from tessellate.simulator.gorand import GoRand
+from tessellate.simulator.protocol import plan_inflation
+from tessellate.simulator.replay import run_inflation
+from tessellate.simulator.traces.openb import load_trace
 
 COLUMNS = [str(x) for x in range(131)]
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import pytest
-
-from placement import NodeSpec, Request
-from placement.checks import needs_at_least
-from placement.mig import MigLayout
-from placement.migfrag import mig_fragmentation
-from placement.model import MigSpec
-from simulator.experiment import TraceSource
-from simulator.migmetrics import MigFragmentationMeter, mig_demand
-from simulator.timed import PLACED, run_timed
-from simulator.trace import PodRecord, Trace
-from simulator.traces.migmix import MigMixConfig, generate_mig_mix
+from tessellate.placement import NodeSpec, Request
+from tessellate.placement.checks import needs_at_least
+from tessellate.placement.mig import MigLayout
+from tessellate.placement.migfrag import mig_fragmentation
+from tessellate.placement.model import MigSpec
+from tessellate.simulator.experiment import TraceSource
+from tessellate.simulator.migmetrics import MigFragmentationMeter, mig_demand
+from tessellate.simulator.timed import PLACED, run_timed
+from tessellate.simulator.trace import PodRecord, Trace
+from tessellate.simulator.traces.migmix import MigMixConfig, generate_mig_mix
 
 SMALL = MigMixConfig(seed=3, nodes=3, gpus_per_node=4, pods=300, load=1.4)
 

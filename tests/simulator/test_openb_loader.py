@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 from paths import OPENB
-
-from simulator.trace import TraceError
-from simulator.traces.openb import load_nodes, load_pods, load_trace
+from tessellate.simulator.trace import TraceError
+from tessellate.simulator.traces.openb import load_nodes, load_pods, load_trace
 
 NODE_HEADER = "sn,cpu_milli,memory_mib,gpu,model"
 POD_HEADER = "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,creation_time,deletion_time"

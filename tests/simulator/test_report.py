@@ -12,8 +12,7 @@ import pandas as pd
 import pytest
 from paths import EXPECTED
 from rich.console import Console
-
-from simulator import report
+from tessellate.simulator import report
 
 COLUMNS = [str(x) for x in range(131)]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 from paths import SHARED
-
-from placement import (
+from tessellate.placement import (
     MILLI_PER_GPU,
     Assignment,
     ClusterState,
@@ -16,11 +15,11 @@ from placement import (
     Request,
     TargetWorkload,
 )
-from placement.policies import create_policy
-from placement.topology import best_bandwidth, dgx1_v100
-from simulator.interconnect import interconnect_quality
-from simulator.scenarios import mixed_topology_nodes, scenario_trace, spot_nvswitch_nodes
-from simulator.traces.synthetic import SyntheticConfig, generate
+from tessellate.placement.policies import create_policy
+from tessellate.placement.topology import best_bandwidth, dgx1_v100
+from tessellate.simulator.interconnect import interconnect_quality
+from tessellate.simulator.scenarios import mixed_topology_nodes, scenario_trace, spot_nvswitch_nodes
+from tessellate.simulator.traces.synthetic import SyntheticConfig, generate
 
 
 def whole(k: int) -> Request:

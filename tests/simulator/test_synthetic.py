@@ -9,9 +9,8 @@ from dataclasses import fields
 import numpy as np
 import pytest
 from paths import OPENB, REPO
-
-from simulator.trace import Trace
-from simulator.traces.synthetic import OPENB_2023, ClassMix, SyntheticConfig, apportion, generate
+from tessellate.simulator.trace import Trace
+from tessellate.simulator.traces.synthetic import OPENB_2023, ClassMix, SyntheticConfig, apportion, generate
 
 MEASURED = dict(OPENB_2023.class_counts)
 MEASURED_PODS = sum(MEASURED.values())

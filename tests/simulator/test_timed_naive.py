@@ -12,8 +12,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from mixed_clusters import GIB, flavours, node_lists, request_pools
-
-from placement import (
+from tessellate.placement import (
     Assignment,
     ClusterState,
     MigChooser,
@@ -24,10 +23,10 @@ from placement import (
     Request,
     create_policy,
 )
-from simulator.migmetrics import mig_demand
-from simulator.replay import target_workload
-from simulator.timed import PENDING, PLACED, TIMED_OUT, WITHDRAWN, run_timed
-from simulator.trace import PodRecord, Trace
+from tessellate.simulator.migmetrics import mig_demand
+from tessellate.simulator.replay import target_workload
+from tessellate.simulator.timed import PENDING, PLACED, TIMED_OUT, WITHDRAWN, run_timed
+from tessellate.simulator.trace import PodRecord, Trace
 
 
 def naive_replay(trace: Trace, policy: str, seed: int, max_wait: float | None) -> tuple[dict, dict]:

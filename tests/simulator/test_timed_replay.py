@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from paths import OPENB
-
-from placement import ClusterState, Fragmentation, FragmentationTracker, NodeSpec, Request
-from placement.fit import feasible_mask
-from simulator.replay import target_workload
-from simulator.timed import PENDING, PLACED, TIMED_OUT, WITHDRAWN, run_timed
-from simulator.trace import PodRecord, Trace
+from tessellate.placement import ClusterState, Fragmentation, FragmentationTracker, NodeSpec, Request
+from tessellate.placement.fit import feasible_mask
+from tessellate.simulator.replay import target_workload
+from tessellate.simulator.timed import PENDING, PLACED, TIMED_OUT, WITHDRAWN, run_timed
+from tessellate.simulator.trace import PodRecord, Trace
 
 GPU = Request(cpu_milli=1000, gpu_count=1, gpu_milli=1000)
 HALF = Request(cpu_milli=1000, gpu_count=1, gpu_milli=500)
@@ -371,7 +370,7 @@ def test_zero_duration_pods_are_skipped_and_bad_times_rejected():
 
 @pytest.fixture(scope="module")
 def openb_default() -> Trace:
-    from simulator.traces.openb import load_trace
+    from tessellate.simulator.traces.openb import load_trace
 
     return load_trace(OPENB / "openb_node_list_gpu_node.csv", OPENB / "openb_pod_list_default.csv")
 

@@ -12,8 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from paths import OPENB
-
-from placement import (
+from tessellate.placement import (
     ClusterState,
     NodeSpec,
     NumpyInts,
@@ -23,10 +22,10 @@ from placement import (
     Unschedulable,
     create_policy,
 )
-from simulator.trace import PodRecord, Trace, TraceError
-from simulator.traces import generic, openb
-from simulator.traces.generic import load_any, load_nodes, load_pods, load_trace, write_trace
-from simulator.traces.synthetic import SyntheticConfig, generate
+from tessellate.simulator.trace import PodRecord, Trace, TraceError
+from tessellate.simulator.traces import generic, openb
+from tessellate.simulator.traces.generic import load_any, load_nodes, load_pods, load_trace, write_trace
+from tessellate.simulator.traces.synthetic import SyntheticConfig, generate
 
 NODE_HEADER = "name,cpu_milli,memory_mib,gpu_count,gpu_model"
 POD_HEADER = "name,cpu_milli,memory_mib,gpu_count,gpu_milli,gpu_models,creation_time,deletion_time"
