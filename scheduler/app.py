@@ -27,6 +27,7 @@ from tessellate.scheduler.cycle import (
     Rejected,
     Skip,
     WaitForMig,
+    retry_cycle,
     scheduling_cycle,
 )
 from tessellate.scheduler.gang import GroupDecision
@@ -117,6 +118,11 @@ class Scheduler:
             group_batch=(
                 BatchOptions(max_pods=64, time_limit_s=config.podGroupBatchSeconds)
                 if config.podGroupBatchSeconds > 0
+                else None
+            ),
+            retry_batch=(
+                BatchOptions(max_pods=config.retryBatchPods, time_limit_s=config.retryBatchSeconds)
+                if config.retryBatchSeconds > 0
                 else None
             ),
         )
@@ -338,6 +344,8 @@ class Scheduler:
     def schedule_one(self, queued: QueuedPod) -> None:
         """The scheduling cycle (`scheduler/cycle.py`, under the cache lock, no I/O), then what
         its outcome asks of the API server: bind, fail, preempt, or publish a MIG plan."""
+        if self._schedule_retries(queued):
+            return
         with self.cache.lock:
             self._assumed_before, self._submitted = set(self.cache.assumed), set()
             outcome, elapsed = scheduling_cycle(self.cache, queued.uid, self._cycle_settings)
@@ -364,6 +372,39 @@ class Scheduler:
             case Bind(rec=rec, placed=placed):
                 self.metrics.algorithm.observe(elapsed)
                 self._submit_bind(placed, rec, queued)
+
+    def _schedule_retries(self, queued: QueuedPod) -> bool:
+        """The Batch phase: a retried pod and the retries behind it decided together. True when
+        `queued` was placed by it; pods it left go on to their own cycles."""
+        settings = self._cycle_settings
+        if settings.retry_batch is None:
+            return False
+        companions = {p.uid: p for p in self.queue.claim_retries(queued, settings.retry_batch.max_pods - 1)}
+        if not companions:
+            return False
+        try:
+            with self.cache.lock:
+                self._assumed_before, self._submitted = set(self.cache.assumed), set()
+                batch, elapsed = retry_cycle(self.cache, [queued.uid, *companions], settings)
+        except Exception:
+            for uid in companions:  # back in line; the head is retried by `_cycle_failed`
+                self.queue.release(uid)
+            raise
+        if batch is None:
+            for uid in companions:
+                self.queue.release(uid)
+            return False
+        self.metrics.algorithm.observe(elapsed)
+        self.metrics.batches.labels("improved" if batch.improved else "greedy").inc()
+        in_flight = {queued.uid: queued, **companions}
+        if batch.placed:
+            log.info("placing %d retried pod(s) decided together", len(batch.placed))
+        for rec, placed in batch.placed:
+            self._submit_bind(placed, rec, in_flight[rec.uid])
+        for uid in batch.left:
+            if uid != queued.uid:
+                self.queue.release(uid)
+        return queued.uid not in batch.left
 
     def _submit_bind(self, placed: Placed, rec: PodRecord, queued: QueuedPod) -> None:
         self.binder.submit(self._bind, placed, rec, queued)

@@ -86,6 +86,11 @@ class SchedulerConfig:
     podGroupBatchSeconds: float = 0.5
     """A pod group that does not fit one member at a time is decided as one batch by CP-SAT
     within this many seconds (`placement/batch.py`: never worse than one at a time); 0: off."""
+    retryBatchSeconds: float = 0.2
+    """Pods retried after a cluster change (a pod left, a node changed) are decided together,
+    up to `retryBatchPods` of one priority, by CP-SAT within this many seconds
+    (`placement/batch.py`: never fewer GPUs placed than one at a time); 0: off."""
+    retryBatchPods: int = 16
     filters: list[str] = field(default_factory=lambda: list(DEFAULT_FILTERS))
     """The profile's Filter plugins, in order (`scheduler/plugins/`); drop one to turn it off."""
     readinessApiTimeoutSeconds: float = 30.0
@@ -124,6 +129,10 @@ class SchedulerConfig:
             raise ConfigError(f"migPlanTimeoutSeconds: must be positive, got {self.migPlanTimeoutSeconds}")
         if not 0 <= self.podGroupBatchSeconds <= 60:
             raise ConfigError(f"podGroupBatchSeconds: must be 0 (off) to 60, got {self.podGroupBatchSeconds}")
+        if not 0 <= self.retryBatchSeconds <= 10:
+            raise ConfigError(f"retryBatchSeconds: must be 0 (off) to 10, got {self.retryBatchSeconds}")
+        if not 2 <= self.retryBatchPods <= 256:
+            raise ConfigError(f"retryBatchPods: must be 2 to 256, got {self.retryBatchPods}")
         if self.podMaxBackoffSeconds < self.podInitialBackoffSeconds:
             raise ConfigError("podMaxBackoffSeconds must be >= podInitialBackoffSeconds")
         host, _, port = self.bindAddress.rpartition(":")
@@ -140,6 +149,7 @@ _DURATION_FIELDS = {
     "podMaxBackoffSeconds",
     "unschedulableRetrySeconds",
     "migPlanTimeoutSeconds",
+    "retryBatchSeconds",
     "readinessApiTimeoutSeconds",
 }
 

@@ -4,6 +4,8 @@ The cycle runs under the cache lock and does no I/O: it decides and returns an
 `Outcome` that says what the binding side (`scheduler/app.py`) must do: bind, fail
 with a message, preempt, publish a MIG plan and wait, or bind a pod group's members.
 
+    Batch       a pod retried after a cluster change, with the retries behind it, decided
+                together (`retry_cycle`, `scheduler/batching.py`); who is left goes on alone
     Lookup      the pod still needs placing (not gone, bound, deleting, assumed)
     Permit      a reserved pod waiting for its MIG instances: still waiting, or decide again
     PreFilter   the pod can be scheduled as written (request, constraints, group)
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 
 from tessellate.placement import Unschedulable
 from tessellate.placement.batch import BatchOptions
+from tessellate.scheduler.batching import batchable, decide_retries
 from tessellate.scheduler.cache import ClusterCache, Placed
 from tessellate.scheduler.gang import GroupDecision, decide_group
 from tessellate.scheduler.migplans import MigWait
@@ -82,7 +85,18 @@ class BindGroup:
     decision: GroupDecision
 
 
+@dataclass(frozen=True)
+class BindBatch:
+    """Retried pods decided together: reserved ones to bind, and the uids left to their own cycle."""
+
+    placed: list[tuple[PodRecord, Placed]]
+    left: list[str]
+    improved: bool
+    """The CP-SAT answer placed more than one-at-a-time would have."""
+
+
 Outcome = Skip | Invalid | Rejected | Bind | WaitForMig | BindGroup
+"""What `scheduling_cycle` returns; `retry_cycle` returns a `BindBatch` (or None)."""
 
 
 @dataclass
@@ -93,6 +107,8 @@ class CycleSettings:
     """Whether a pod is this scheduler's to place now (for a group's other members)."""
     group_batch: BatchOptions | None = None
     """Pod groups that do not fit one member at a time are tried as one CP-SAT batch."""
+    retry_batch: BatchOptions | None = None
+    """Pods retried after a cluster change are decided as one batch (None: one at a time)."""
     nominator: Nominator = field(default_factory=Nominator)
     """Preemptors waiting for their victims (the queue's, `SchedulingQueue.nominator`)."""
 
@@ -115,6 +131,35 @@ def scheduling_cycle(cache: ClusterCache, uid: str, settings: CycleSettings) -> 
     started = time.perf_counter()
     outcome = _decide(cache, rec, ended, settings)
     return outcome, time.perf_counter() - started
+
+
+def retry_cycle(
+    cache: ClusterCache, uids: list[str], settings: CycleSettings
+) -> tuple[BindBatch | None, float]:
+    """The Batch phase for `uids` (the retried head first; cache lock held). None when fewer
+    than two of them can be batched, or the head cannot: then each pod has its own cycle."""
+    if settings.retry_batch is None:
+        return None, 0.0
+    members = [
+        rec
+        for uid in uids
+        if (rec := cache.pods.get(uid)) is not None and _batch_member(cache, rec, settings)
+    ]
+    if len(members) < 2 or members[0].uid != uids[0]:
+        return None, 0.0
+    started = time.perf_counter()
+    decided = decide_retries(cache, members, settings.retry_batch)
+    if decided is None:
+        return None, 0.0
+    by_uid = {rec.uid: rec for rec in members}
+    placed = [(by_uid[p.uid], p) for p in decided.placed]
+    left = [uid for uid in uids if uid not in {p.uid for p in decided.placed}]
+    return BindBatch(placed, left, decided.result.improved), time.perf_counter() - started
+
+
+def _batch_member(cache: ClusterCache, rec: PodRecord, settings: CycleSettings) -> bool:
+    settled = rec.node_name or rec.deleting or rec.uid in cache.assumed or rec.uid in cache.mig_waits
+    return not settled and rec.group is None and settings.pending(rec) and batchable(rec)
 
 
 def _permit_wait(cache: ClusterCache, uid: str) -> tuple[bool, str | None]:

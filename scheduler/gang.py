@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tessellate.placement import Unschedulable
-from tessellate.placement.batch import BatchOptions, place_batch
+from tessellate.placement.batch import BatchOptions
 from tessellate.placement.gang import demand_order, place_together
+from tessellate.scheduler.batching import reserve_batch, solve_batch
 
 from tessellate.wire.podspec import PodRequestError
 
@@ -167,33 +168,14 @@ def decide_group(
 def _decide_together(
     cache: ClusterCache, decision: GroupDecision, options: BatchOptions
 ) -> GroupDecision | None:
-    """The members decided as one batch; None (nothing reserved) unless enough of them fit.
-
-    Only groups whose members the core alone can judge together: no extended resources and
-    no anti-affinity (both are checked per pod by the filters, not between batch members),
-    no MIG (a new instance needs the node agent first)."""
+    """The members decided as one batch (`scheduler/batching.py`); None (nothing reserved)
+    unless enough of them fit."""
     members = decision.members
-    if not members or not cache.ensure_built() or cache.placer is None:
+    result = solve_batch(cache, members, options)
+    if result is None or decision.running + len(result.assignments) < decision.group.min_available:
         return None
-    for rec in members:
-        if rec.request is None or rec.request.extended or rec.anti_affinity or rec.request.request.is_mig:
-            return None
-    eligible = {rec.uid: cache.filter(rec)[0] for rec in members}
-    pods = [(rec.uid, rec.request.request) for rec in members if rec.request is not None]
-    result = place_batch(cache.placer, pods, options, eligible)
-    if decision.running + len(result.assignments) < decision.group.min_available:
-        return None
-    by_uid = {rec.uid: rec for rec in members}
-    placed: list[Placed] = []
-    try:
-        for assignment in result.assignments:
-            placed.append(cache.reserve(by_uid[assignment.pod], assignment))
-    except Exception:
-        for p in placed:
-            cache.forget(p.uid)
-        raise
-    decision.placed = placed
-    chosen = {p.uid for p in placed}
+    decision.placed = reserve_batch(cache, members, result)
+    chosen = {p.uid for p in decision.placed}
     decision.failed = {uid: why for uid, why in decision.failed.items() if uid not in chosen}
     return decision
 

@@ -119,6 +119,15 @@ class SchedulerMetrics:
         self.preemption_victims = Counter(
             "tessellate_preemption_victims", "Pods deleted to make room for higher-priority pods", registry=r
         )
+        self.batches = Counter(
+            "tessellate_batch_decisions",
+            "Pods retried after a cluster change, decided together; result=improved when the "
+            "CP-SAT answer placed more than one-at-a-time would have",
+            ["result"],
+            registry=r,
+        )
+        for result in ("improved", "greedy"):
+            self.batches.labels(result)
         for result in ("scheduled", "unschedulable", "error", "waiting_for_mig"):
             self.attempts.labels(result)
 

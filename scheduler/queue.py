@@ -31,6 +31,8 @@ class QueuedPod:
     invalid: bool = False
     moves_seen: int = 0
     """The queue's move count when this attempt began (see `SchedulingQueue.unschedulable`)."""
+    batched_at: int = -1
+    """The move count when this pod was last tried in a batch of retries: once per change."""
 
 
 class SchedulingQueue:
@@ -134,6 +136,45 @@ class SchedulingQueue:
             self._where[uid] = "inflight"
             pod.moves_seen = self._moves
             return pod
+
+    def claim_retries(self, head: QueuedPod, limit: int) -> list[QueuedPod]:
+        """Pods to decide together with `head`, a pod retried after a cluster change.
+
+        The active pods that are retries too (tried before), of `head`'s priority, in
+        arrival order, at most `limit`, and none already batched since the last change
+        (a pod the batch left out goes on to its own cycle, `release`). They leave the
+        line as if popped; `head` is marked batched as well. Empty when `head` is new or
+        was already batched since the last change.
+        """
+        with self._cond:
+            if head.attempts == 0 or head.batched_at == self._moves or limit < 1:
+                return []
+            head.batched_at = self._moves
+            behind = sorted(
+                (pod.arrival, uid)
+                for uid in {uid for _, _, uid in self._active}
+                if self._where.get(uid) == "active" and (pod := self._pods[uid]).priority == head.priority
+            )
+            claimed = []
+            for _, uid in behind:
+                pod = self._pods[uid]
+                if pod.attempts == 0 or pod.batched_at == self._moves or uid == head.uid:
+                    continue
+                pod.batched_at = self._moves
+                pod.moves_seen = self._moves
+                self._where[uid] = "inflight"
+                claimed.append(pod)
+                if len(claimed) == limit:
+                    break
+            return claimed
+
+    def release(self, uid: str) -> None:
+        """A pod claimed for a batch that did not place it: back in line now, no backoff
+        (its own cycle decides it next, and may preempt for it)."""
+        with self._cond:
+            pod = self._pods.get(uid)
+            if pod is not None and self._where.get(uid) == "inflight":
+                self._push_active(pod)
 
     def done(self, uid: str) -> None:
         """Bound (or gone): stop tracking it."""
