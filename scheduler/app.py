@@ -39,6 +39,7 @@ from tessellate.scheduler.podrecord import PodRecord
 from tessellate.scheduler.preemption import Preemption
 from tessellate.scheduler.queue import QueuedPod, SchedulingQueue
 from tessellate.scheduler.recorder import Recorder
+from tessellate.scheduler.tenancy import QUEUES_PATH, tenant_of
 
 from tessellate.kube import ApiError, KubeClient
 from tessellate.wire.assignment import ASSIGNMENT
@@ -49,6 +50,10 @@ log = logging.getLogger("tessellate.scheduler")
 # kube-scheduler ignores terminal pods in its informer the same way.
 POD_SELECTOR = "status.phase!=Succeeded,status.phase!=Failed"
 TARGET_REFRESH_SECONDS = 30.0
+QUEUE_RANK_SECONDS = 0.5
+"""How often fair shares and the tenant queues' order are recomputed."""
+QUEUE_STATUS_SECONDS = 5.0
+"""How often the leader writes the Queues' status."""
 GIL_SWITCH_INTERVAL = 0.0005
 LOOP_ERRORS_UNREADY = 3
 """Unexpected failures in a row after which /readyz reports the loop as failing."""
@@ -85,6 +90,11 @@ class Scheduler:
             {"fieldSelector": POD_SELECTOR},
         )
         self.nodes = Reflector(api, "/api/v1/nodes", self._replace_nodes, self._node_event, self.stop)
+        self.queues = Reflector(
+            api, QUEUES_PATH, self._replace_queues, self._queue_event, self.stop, optional=True
+        )
+        self.queue.rank = lambda: self.cache.tenancy.rank
+        self._queue_fair: dict = {}
         self.elector: LeaderElector | None = None
         le = config.leaderElection
         if le.leaderElect:
@@ -146,7 +156,8 @@ class Scheduler:
         )
         self.nodes.start()
         self.pods.start()
-        while not (self.nodes.synced.is_set() and self.pods.synced.is_set()):
+        self.queues.start()
+        while not all(r.synced.is_set() for r in (self.nodes, self.pods, self.queues)):
             if self.stop.wait(0.1):
                 return self._shutdown()
         log.info("caches synced: %d nodes, %d pods", len(self.cache.nodes), len(self.cache.pods))
@@ -208,7 +219,7 @@ class Scheduler:
     # -- health ----------------------------------------------------------------------
 
     def _healthy(self) -> tuple[bool, str]:
-        if not (self.nodes.is_alive() and self.pods.is_alive()):
+        if not (self.nodes.is_alive() and self.pods.is_alive() and self.queues.is_alive()):
             return False, "an informer thread died"
         if self.leading.is_set() and time.monotonic() - self._heartbeat > 30:
             return False, "the scheduling loop is stuck"
@@ -216,7 +227,7 @@ class Scheduler:
 
     def _ready(self) -> tuple[bool, str]:
         """Ready means able to work: caches synced, the API server reachable, cycles working."""
-        if not (self.nodes.synced.is_set() and self.pods.synced.is_set()):
+        if not all(r.synced.is_set() for r in (self.nodes, self.pods, self.queues)):
             return False, "caches not synced yet"
         down = self._api_unreachable_for()
         if down > self.config.readinessApiTimeoutSeconds:
@@ -229,7 +240,7 @@ class Scheduler:
         return True, "ok" + (" (leader)" if self.leading.is_set() else " (standby)")
 
     def _api_unreachable_for(self) -> float:
-        since = [r.failing_since for r in (self.nodes, self.pods) if r.failing_since is not None]
+        since = [r.failing_since for r in (self.nodes, self.pods, self.queues) if r.failing_since is not None]
         return time.monotonic() - min(since) if since else 0.0
 
     def _node_problems(self) -> dict[str, bool]:
@@ -254,7 +265,7 @@ class Scheduler:
                 self.queue.remove(uid)
         for rec in pending:
             if self._ours(rec) and not rec.deleting and not rec.gated and rec.uid not in self.queue:
-                self.queue.add(rec.uid, rec.key, rec.priority)
+                self.queue.add(rec.uid, rec.key, rec.priority, tenant_of(rec))
         self.queue.move_all_to_active()
 
     def _pod_event(self, kind: str, obj: dict[str, Any]) -> None:
@@ -269,8 +280,11 @@ class Scheduler:
             self.queue.remove(uid)
         elif self._ours(rec) and not rec.gated:
             spec_changed = old is None or old.obj.get("spec") != rec.obj.get("spec")
-            if spec_changed or uid not in self.queue:
-                self.queue.add(uid, rec.key, rec.priority)
+            labels_changed = old is None or old.obj.get("metadata", {}).get("labels") != rec.obj.get(
+                "metadata", {}
+            ).get("labels")
+            if spec_changed or labels_changed or uid not in self.queue:
+                self.queue.add(uid, rec.key, rec.priority, tenant_of(rec))
         if freed:
             self.queue.move_all_to_active()
 
@@ -288,6 +302,19 @@ class Scheduler:
         if changed and kind != "DELETED":
             self.queue.move_all_to_active()
 
+    def _replace_queues(self, items: list[dict[str, Any]]) -> None:
+        with self.cache.lock:
+            self.cache.tenancy.replace(items)
+        self.queue.move_all_to_active()
+
+    def _queue_event(self, kind: str, obj: dict[str, Any]) -> None:
+        with self.cache.lock:
+            if kind == "DELETED":
+                self.cache.tenancy.delete(obj)
+            else:
+                self.cache.tenancy.upsert(obj)
+        self.queue.move_all_to_active()
+
     def _accounting_problem(self, problem: AccountingProblem, rec: PodRecord) -> None:
         self.recorder.event(rec.obj, "Warning", "InvalidAssignment", "Accounting", problem.message)
 
@@ -304,8 +331,14 @@ class Scheduler:
 
     def _loop(self) -> None:
         last_target = time.monotonic()
+        last_rank = last_status = 0.0  # the first pass ranks the tenant queues before any decision
         while self.leading.is_set() and not self.stop.is_set():
             self._heartbeat = time.monotonic()
+            if self._heartbeat - last_rank > QUEUE_RANK_SECONDS:
+                last_rank = self._heartbeat
+                self._refresh_queues(publish=self._heartbeat - last_status > QUEUE_STATUS_SECONDS)
+                if self._heartbeat - last_status > QUEUE_STATUS_SECONDS:
+                    last_status = self._heartbeat
             if self._heartbeat - last_target > TARGET_REFRESH_SECONDS:
                 last_target = self._heartbeat
                 with self.cache.lock:
@@ -320,6 +353,27 @@ class Scheduler:
                 self._cycle_failed(queued, exc)
             else:
                 self._loop_errors = 0
+
+    def _refresh_queues(self, publish: bool) -> None:
+        """Fair shares and the tenant order for the queue; the Queues' status when `publish`."""
+        tenancy = self.cache.tenancy
+        if not tenancy.active:
+            return
+        with self.cache.lock:
+            fair = tenancy.publish_rank(self.cache, self._pending)
+            pending = tenancy.pending_demand(self.cache, self._pending)
+            statuses = tenancy.status(fair, pending)
+            self.metrics.observe_queues(tenancy, fair, pending)
+        if publish:
+            for name, status in statuses.items():
+                self.binder.submit(self._write_queue_status, name, status)
+
+    def _write_queue_status(self, name: str, status: dict[str, Any]) -> None:
+        try:
+            self.api.patch(f"{QUEUES_PATH}/{name}/status", {"status": status})
+        except ApiError as exc:
+            if not exc.is_not_found:
+                log.warning("could not write the status of Queue %s: %s", name, exc)
 
     def _cycle_failed(self, queued: QueuedPod, exc: Exception) -> None:
         """An unexpected error: tell the pod, throw away whatever the cycle left half-done
@@ -409,6 +463,17 @@ class Scheduler:
     def _submit_bind(self, placed: Placed, rec: PodRecord, queued: QueuedPod) -> None:
         self.binder.submit(self._bind, placed, rec, queued)
         self._submitted.add(placed.uid)
+        if self.cache.tenancy.active:
+            self._after_placement(placed.uid)
+
+    def _after_placement(self, uid: str) -> None:
+        """Re-rank the tenant queues (usage moved); count the pod if its queue borrows."""
+        with self.cache.lock:
+            self.cache.tenancy.rerank(self.cache)
+            book = self.cache.tenancy.book
+            charge = book.charges.get(uid) if book is not None else None
+            if charge is not None and book is not None and book.over_quota(charge.queue, charge.model):
+                self.metrics.borrowed.labels(charge.queue).inc()
 
     def _preempt(self, rec: PodRecord, preemption: Preemption) -> None:
         """Nominate the node on the pod, delete the victims, and retry the pod once they are gone."""
@@ -431,6 +496,14 @@ class Scheduler:
                     log.warning("preempting %s for %s failed: %s", victim.key, rec.key, exc)
                 continue
             self.metrics.preemption_victims.inc()
+            if preemption.reclaimed_by is not None:
+                self.metrics.reclaims.labels(preemption.reclaimed_by).inc()
+                note = (
+                    f"Reclaimed by queue {preemption.reclaimed_by} for pod {rec.key} "
+                    f"on node {preemption.node}: this pod's queue was over its quota"
+                )
+                self.recorder.event(victim.obj, "Normal", "Reclaimed", "Preempting", note)
+                continue
             self.recorder.event(
                 victim.obj,
                 "Normal",

@@ -9,8 +9,9 @@ holds strictly more GPU, so a batch never places less than one-at-a-time would.
 
 Only pods the core alone can judge together are batched: no extended resources and no
 required anti-affinity (both are checked per pod by the filters, not between members of
-a batch), no MIG (a new instance needs the node agent first), no pod group. Their filter
-masks do not depend on other pods, so computing them once before the batch is exact.
+a batch), no MIG (a new instance needs the node agent first), no pod group, and no queue
+limit on the pod's queue (the limit counts pods placed before it). Their filter masks do
+not depend on other pods, so computing them once before the batch is exact.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from tessellate.scheduler.podrecord import PodRecord
 
 
-def batchable(rec: PodRecord) -> bool:
+def batchable(cache: ClusterCache, rec: PodRecord) -> bool:
     """Whether the core alone decides this pod (see the module docstring)."""
     request = rec.request
     return (
@@ -35,6 +36,7 @@ def batchable(rec: PodRecord) -> bool:
         and not request.extended
         and not rec.anti_affinity
         and not request.request.is_mig
+        and cache.tenancy.unlimited(rec)
     )
 
 
@@ -44,7 +46,7 @@ def solve_batch(
     """The batch's decision (nothing reserved yet); None when it cannot be batched."""
     if not members or not cache.ensure_built() or cache.placer is None:
         return None
-    if not all(batchable(rec) for rec in members):
+    if not all(batchable(cache, rec) for rec in members):
         return None
     eligible = {rec.uid: cache.filter(rec)[0] for rec in members}
     pods = [(rec.uid, rec.request.request) for rec in members if rec.request is not None]

@@ -54,6 +54,7 @@ from tessellate.scheduler.nodes import NodeInfo, node_info
 from tessellate.scheduler.plugins import DEFAULT_FILTERS
 from tessellate.scheduler.podrecord import TERMINAL_PHASES, PodRecord
 from tessellate.scheduler.target import products, target_requests
+from tessellate.scheduler.tenancy import Tenancy
 
 from tessellate.wire.assignment import ASSIGNMENT, GpuAssignment, GpuShare
 from tessellate.wire.migplan import encode_plan
@@ -110,6 +111,8 @@ class ClusterCache:
         """Only pods with this schedulerName carry assignments the cache believes."""
         self.filters = build_filters(list(filters))
         """The profile's Filter plugins, in order (`scheduler/framework.py`)."""
+        self.tenancy = Tenancy(scheduler_name)
+        """Queues and their quota book (`scheduler/tenancy.py`), fed by the Queue informer."""
         self.anti_affinity_uids: set[str] = set()
         """Pods with required anti-affinity: every decision checks their terms."""
         self.max_sharers = max_sharers

@@ -8,12 +8,12 @@ with a message, preempt, publish a MIG plan and wait, or bind a pod group's memb
                 together (`retry_cycle`, `scheduler/batching.py`); who is left goes on alone
     Lookup      the pod still needs placing (not gone, bound, deleting, assumed)
     Permit      a reserved pod waiting for its MIG instances: still waiting, or decide again
-    PreFilter   the pod can be scheduled as written (request, constraints, group)
+    PreFilter   the pod can be scheduled as written (request, constraints, group, its queue)
     Group       all-or-nothing pass for a pod group (`scheduler/gang.py`)
     Filter      the profile's filter plugins (`scheduler/framework.py`), then
     Score       the placement policy, and
     Reserve     assume the decision in the cache (`ClusterCache.decide`)
-    PostFilter  preemption, when nothing fits
+    PostFilter  when nothing fits: reclaim for a pod within its queue's quota, else preemption
     Permit      a decision that creates MIG instances waits for the node agent
 
 Every failure after Reserve unreserves (`ClusterCache.forget`) before it propagates.
@@ -33,7 +33,7 @@ from tessellate.scheduler.gang import GroupDecision, decide_group
 from tessellate.scheduler.migplans import MigWait
 from tessellate.scheduler.nominator import Nominator
 from tessellate.scheduler.podrecord import PodRecord
-from tessellate.scheduler.preemption import Preemption, find_preemption, victims_still_leaving
+from tessellate.scheduler.preemption import NEVER, Preemption, find_preemption, victims_still_leaving
 
 from tessellate.wire.podspec import PodRequestError
 
@@ -159,7 +159,7 @@ def retry_cycle(
 
 def _batch_member(cache: ClusterCache, rec: PodRecord, settings: CycleSettings) -> bool:
     settled = rec.node_name or rec.deleting or rec.uid in cache.assumed or rec.uid in cache.mig_waits
-    return not settled and rec.group is None and settings.pending(rec) and batchable(rec)
+    return not settled and rec.group is None and settings.pending(rec) and batchable(cache, rec)
 
 
 def _permit_wait(cache: ClusterCache, uid: str) -> tuple[bool, str | None]:
@@ -177,6 +177,8 @@ def _decide(cache: ClusterCache, rec: PodRecord, ended: str | None, settings: Cy
         return Invalid(rec, ended, as_written=False)
     if rec.problem is not None:  # PreFilter
         return Invalid(rec, rec.problem)
+    if cache.tenancy.active and (why := cache.tenancy.prefilter(rec)) is not None:
+        return Rejected(rec, why)  # waits until a Queue changes
     if rec.group is not None:
         return BindGroup(decide_group(cache, rec.group, settings.pending, settings.group_batch))
     try:
@@ -196,11 +198,21 @@ def _decide(cache: ClusterCache, rec: PodRecord, ended: str | None, settings: Cy
     return WaitForMig(rec, wait, plan)
 
 
+def _reclaim(cache: ClusterCache, rec: PodRecord, nominator: Nominator) -> Preemption | None:
+    """Borrowed GPUs taken back for a pod within its queue's quota (before priority preemption);
+    pods already being deleted for other preemptors count as gone, never as victims again."""
+    if not cache.tenancy.active or rec.preemption_policy == NEVER:
+        return None
+    leaving = nominator.doomed(cache.pods.__contains__, besides=rec.uid)
+    found = cache.tenancy.find_reclaim(cache, rec, leaving)
+    return None if found is None else Preemption(found.node, found.victims, reclaimed_by=found.queue)
+
+
 def _post_filter(cache: ClusterCache, rec: PodRecord, nominator: Nominator) -> Preemption | None:
     """Victims to delete for `rec`; none while earlier victims are still leaving."""
     if victims_still_leaving(cache, nominator, rec):
         return None
-    preemption = find_preemption(cache, rec)
+    preemption = _reclaim(cache, rec, nominator) or find_preemption(cache, rec)
     if preemption is not None:
         nominator.nominate(rec.uid, (v.uid for v in preemption.victims))
     return preemption

@@ -19,6 +19,9 @@ from tessellate.kube import ApiError, KubeClient, abort_watch
 
 log = logging.getLogger("tessellate.informer")
 
+ABSENT_RETRY_SECONDS = 30.0
+"""How often an optional resource that is not served (a CRD not installed) is looked for."""
+
 Replace = Callable[[list[dict[str, Any]]], None]
 Handle = Callable[[str, dict[str, Any]], None]
 
@@ -33,6 +36,7 @@ class Reflector:
         stop: threading.Event,
         params: dict[str, Any] | None = None,
         watch_timeout: int = 300,
+        optional: bool = False,
     ):
         self.api = api
         self.path = path
@@ -41,6 +45,9 @@ class Reflector:
         self.stop = stop
         self.params = params or {}
         self.watch_timeout = watch_timeout
+        self.optional = optional
+        """A resource that may not be served (a CRD not installed): 404 means "none", not failure."""
+        self.missing = False
         self.synced = threading.Event()
         self.relists = 0
         self._relisted = threading.Condition()
@@ -81,7 +88,7 @@ class Reflector:
                         self._relist_requested, version = False, ""
                 if not version:
                     items, version = self.api.list_all(self.path, **self.params)
-                    self.failing_since = None
+                    self.failing_since, self.missing = None, False
                     self.replace(items)
                     with self._relisted:
                         self.relists += 1
@@ -90,6 +97,9 @@ class Reflector:
                 version = self._watch(version)
                 delay = 0.2
             except ApiError as exc:
+                if self.optional and exc.is_not_found and not version:
+                    self._absent()
+                    continue
                 if exc.is_gone:
                     log.info("watch %s: %s; relisting", self.path, exc.message)
                     version = ""
@@ -101,6 +111,16 @@ class Reflector:
                     continue  # we cut the watch ourselves
                 self._pause(exc, delay)
                 delay = min(delay * 2, 30.0)
+
+    def _absent(self) -> None:
+        """The resource is not served: hand over an empty list and look again in a while."""
+        if not self.missing:
+            log.warning("%s is not served (is its CRD installed?); treating it as empty", self.path)
+            self.missing = True
+            self.replace([])
+        self.failing_since = None
+        self.synced.set()
+        self.stop.wait(ABSENT_RETRY_SECONDS)
 
     def _pause(self, exc: Exception, delay: float) -> None:
         if self.failing_since is None:

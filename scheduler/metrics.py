@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from tessellate.scheduler.tenancy import Tenancy
 
 log = logging.getLogger("tessellate.metrics")
 
@@ -128,8 +132,54 @@ class SchedulerMetrics:
         )
         for result in ("improved", "greedy"):
             self.batches.labels(result)
+        self.reclaims = Counter(
+            "tessellate_queue_reclaims",
+            "Pods preempted because their queue borrowed over its quota, by the claimant's queue",
+            ["queue"],
+            registry=r,
+        )
+        self.borrowed = Counter(
+            "tessellate_queue_borrowed_binds",
+            "Pods bound while their queue was over its quota for the pod's GPU model (borrowing)",
+            ["queue"],
+            registry=r,
+        )
+        labels = ["queue", "gpu_model"]
+        self.queue_allocated = Gauge(
+            "tessellate_queue_allocated_gpus", "GPU units the queue's pods hold", labels, registry=r
+        )
+        self.queue_quota = Gauge(
+            "tessellate_queue_quota_gpus", "The queue's guaranteed GPUs", labels, registry=r
+        )
+        self.queue_fair_share = Gauge(
+            "tessellate_queue_fair_share_gpus",
+            "Quota plus the queue's share of idle GPUs",
+            labels,
+            registry=r,
+        )
+        self.queue_pending = Gauge(
+            "tessellate_queue_pending_gpus", "GPU units the queue's pending pods ask for", labels, registry=r
+        )
         for result in ("scheduled", "unschedulable", "error", "waiting_for_mig"):
             self.attempts.labels(result)
+
+    def observe_queues(self, tenancy: Tenancy, fair: Mapping, pending: Mapping) -> None:
+        """Per queue and GPU model: allocated, quota, fair share, pending (replacing old series)."""
+        book = tenancy.book
+        gauges = (self.queue_allocated, self.queue_quota, self.queue_fair_share, self.queue_pending)
+        for gauge in gauges:
+            gauge.clear()
+        if book is None:
+            return
+        models = set(book.models) | {m for _, m in fair} | {m for _, m in pending}
+        for queue in tenancy.tree.leaves:
+            for model in sorted(models):
+                labels = (queue, model)
+                self.queue_allocated.labels(*labels).set(float(book.usage(queue, model)))
+                self.queue_quota.labels(*labels).set(float(book.entry(queue, model).quota))
+                if labels in fair:
+                    self.queue_fair_share.labels(*labels).set(float(fair[labels]))
+                self.queue_pending.labels(*labels).set(float(pending.get(labels, 0)))
 
     def watch_gpus(self, usage: Callable[[], dict[str, tuple[int, int, float, float]]]) -> None:
         self.registry.register(GpuCollector(usage))

@@ -29,6 +29,11 @@ class Nominator:
         self._victims.pop(uid, None)
         return False
 
+    def doomed(self, exists: Callable[[str], bool], besides: str = "") -> set[str]:
+        """Pods deleted for any preemptor (but `besides`) that still exist: already leaving,
+        so another preemptor should count their room as freed, not pick them again."""
+        return {v for uid, victims in self._victims.items() if uid != besides for v in victims if exists(v)}
+
     def forget(self, uid: str) -> None:
         """The preemptor is gone or bound."""
         self._victims.pop(uid, None)

@@ -11,6 +11,8 @@ examined least important pods first, and the search stops when no node left can 
 
 The scheduler then records `status.nominatedNodeName` on the pod, deletes the victims
 (with their grace period, uid-preconditioned) and retries the pod once they are gone.
+With queues, priority preemption stays within the pod's own queue; across queues only
+reclaim (`scheduler/tenancy.py`) takes back what a queue borrowed over its quota.
 Not modelled: PodDisruptionBudgets, and pod groups (their members do not preempt).
 """
 
@@ -36,12 +38,20 @@ MAX_CANDIDATES = 100
 class Preemption:
     node: str
     victims: tuple[PodRecord, ...]
+    reclaimed_by: str | None = None
+    """The claimant's queue when the victims are pods borrowing over their queue's quota
+    (`scheduler/tenancy.py`); None for priority preemption."""
 
     def rank(self) -> tuple[int, int, int]:
         priorities = [v.priority for v in self.victims]
         return (max(priorities), sum(priorities), len(priorities))
 
     def describe(self) -> str:
+        if self.reclaimed_by is not None:
+            return (
+                f"reclaiming for queue {self.reclaimed_by}: preempting {len(self.victims)} pod(s) "
+                f"borrowed over their queue's quota on node {self.node}"
+            )
         return f"preempting {len(self.victims)} lower-priority pod(s) on node {self.node}"
 
 
@@ -75,11 +85,15 @@ def find_preemption(cache: ClusterCache, rec: PodRecord) -> Preemption | None:
     state, charges = cache.state, cache.charges
     assert state is not None and charges is not None
     allowed, _ = cache.filter(rec, pods_matter=False)
+    tenancy = cache.tenancy
+    queue = tenancy.leaf_or_default(rec) if tenancy.active else None
     lower: dict[int, list[PodRecord]] = {}
     for other in cache.pods.values():
         node = state.index.get(other.node_name) if other.node_name else None
         if node is None or not allowed[node] or other.deleting or other.priority >= rec.priority:
             continue
+        if queue is not None and tenancy.leaf_or_default(other) != queue:
+            continue  # across queues only reclaim takes GPUs back (a queue's quota is guaranteed)
         if charges.holdings(other.uid):
             lower.setdefault(node, []).append(other)
     best: Preemption | None = None

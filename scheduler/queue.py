@@ -1,6 +1,8 @@
 """The scheduling queue: kube-scheduler's active heap, backoff heap and parking lot.
 
-Pods are tried by priority, then arrival. A pod that did not fit backs off
+Pods are tried by priority, then arrival, within their tenant queue (the Queue a pod
+names, `scheduler/tenancy.py`); across tenant queues, the one furthest below its fair
+share goes first (the `rank` snapshot; one queue, `default`, without Queues). A pod that did not fit backs off
 (1 s doubling to 10 s by default) and then waits in the unschedulable set
 until something that could make it fit happens (a pod leaves, a node is added
 or changes) or a periodic flush; a pod whose spec can never work waits until
@@ -13,7 +15,7 @@ import heapq
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from tessellate.scheduler.nominator import Nominator
@@ -31,6 +33,8 @@ class QueuedPod:
     invalid: bool = False
     moves_seen: int = 0
     """The queue's move count when this attempt began (see `SchedulingQueue.unschedulable`)."""
+    tenant: str = "default"
+    """The tenant queue it waits in (its `tessellate.dev/queue`)."""
     batched_at: int = -1
     """The move count when this pod was last tried in a batch of retries: once per change."""
 
@@ -48,7 +52,9 @@ class SchedulingQueue:
         self.unschedulable_timeout = unschedulable_timeout
         self.clock = clock
         self._cond = threading.Condition()
-        self._active: list[tuple[int, int, str]] = []  # (-priority, arrival, uid)
+        self._active: dict[str, list[tuple[int, int, str]]] = {}  # tenant -> [(-priority, arrival, uid)]
+        self.rank: Callable[[], Mapping[str, tuple]] = dict
+        """Tenant -> order key, lowest first (the tenancy's fair-share snapshot; read, no lock)."""
         self._backoff: list[tuple[float, str]] = []  # (ready at, uid)
         self._unschedulable: dict[str, float] = {}  # uid -> parked at
         self._pods: dict[str, QueuedPod] = {}
@@ -62,15 +68,20 @@ class SchedulingQueue:
 
     # -- producers -------------------------------------------------------------------
 
-    def add(self, uid: str, key: str, priority: int) -> None:
+    def add(self, uid: str, key: str, priority: int, tenant: str = "default") -> None:
         """A new or changed pending pod: (re)try it now, keeping its attempt count."""
         with self._cond:
             pod = self._pods.get(uid)
             if pod is None:
-                pod = QueuedPod(uid, key, priority, next(self._seq))
+                pod = QueuedPod(uid, key, priority, next(self._seq), tenant=tenant)
                 self._pods[uid] = pod
             else:
                 pod.priority = priority
+                if pod.tenant != tenant and self._where.get(uid) == "active":
+                    pod.tenant = tenant
+                    self._push_active(pod)  # the entry in the old tenant's heap goes stale
+                    return
+                pod.tenant = tenant
                 pod.invalid = False
                 if self._where.get(uid) in ("active", "inflight", "backoff"):
                     return
@@ -107,12 +118,9 @@ class SchedulingQueue:
                 if self._closed:
                     return None
                 self._flush()
-                while self._active:
-                    _, _, uid = heapq.heappop(self._active)
-                    if self._where.get(uid) == "active":
-                        self._where[uid] = "inflight"
-                        self._pods[uid].moves_seen = self._moves
-                        return self._pods[uid]
+                popped = self._pop_active()
+                if popped is not None:
+                    return popped
                 wait = self._next_wakeup()
                 if deadline is not None:
                     remaining = deadline - self.clock()
@@ -152,7 +160,7 @@ class SchedulingQueue:
             head.batched_at = self._moves
             behind = sorted(
                 (pod.arrival, uid)
-                for uid in {uid for _, _, uid in self._active}
+                for uid in {uid for _, _, uid in self._active.get(head.tenant, ())}
                 if self._where.get(uid) == "active" and (pod := self._pods[uid]).priority == head.priority
             )
             claimed = []
@@ -250,8 +258,26 @@ class SchedulingQueue:
     def _push_active(self, pod: QueuedPod) -> None:
         self._unschedulable.pop(pod.uid, None)
         self._where[pod.uid] = "active"
-        heapq.heappush(self._active, (-pod.priority, pod.arrival, pod.uid))
+        heapq.heappush(self._active.setdefault(pod.tenant, []), (-pod.priority, pod.arrival, pod.uid))
         self._cond.notify()
+
+    def _pop_active(self) -> QueuedPod | None:
+        """The first live entry of the tenant queue that ranks first (stale entries dropped)."""
+        rank = self.rank()
+        while self._active:
+            tenant = min(self._active, key=lambda t: (rank.get(t, ()), t))
+            heap = self._active[tenant]
+            while heap:
+                _, _, uid = heapq.heappop(heap)
+                pod = self._pods.get(uid)
+                if self._where.get(uid) == "active" and pod is not None and pod.tenant == tenant:
+                    self._where[uid] = "inflight"
+                    pod.moves_seen = self._moves
+                    if not heap:
+                        del self._active[tenant]
+                    return pod
+            del self._active[tenant]
+        return None
 
     def _requeue(self, pod: QueuedPod) -> None:
         if pod.backoff_until > self.clock():

@@ -2,7 +2,7 @@
 
 The default profile (`DEFAULT_FILTERS`) runs them in kube-scheduler's order: node
 constraints (cordon, taints, node affinity), node health, the GPU resource the node
-serves, extended resources, then inter-pod anti-affinity.
+serves, extended resources, inter-pod anti-affinity, then the pod's queue limits.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from tessellate.scheduler.plugins.gpu_resource import FractionsNeedAgent, Replic
 from tessellate.scheduler.plugins.node_constraints import NodeConstraints
 from tessellate.scheduler.plugins.node_health import NodeHealth
 from tessellate.scheduler.plugins.pod_anti_affinity import PodAntiAffinity
+from tessellate.scheduler.plugins.queue_limit import QueueLimit
 
 FILTER_PLUGINS = {
     plugin.name: plugin
@@ -22,6 +23,7 @@ FILTER_PLUGINS = {
         ReplicaResource,
         ExtendedResources,
         PodAntiAffinity,
+        QueueLimit,
     )
 }
 DEFAULT_FILTERS: tuple[str, ...] = tuple(FILTER_PLUGINS)

@@ -230,6 +230,8 @@ def test_readyz_fails_while_the_api_server_is_unreachable_or_every_cycle_fails()
     scheduler = Scheduler(_Unreachable(), config)  # type: ignore[arg-type]
     scheduler.nodes.synced.set()
     scheduler.pods.synced.set()
+    assert not scheduler._ready()[0]  # the Queue informer has not listed yet
+    scheduler.queues.synced.set()
     assert scheduler._ready()[0]
     scheduler.nodes.failing_since = time.monotonic() - 1.0
     ok, why = scheduler._ready()

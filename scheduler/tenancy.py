@@ -1,0 +1,376 @@
+"""Queues with quotas per GPU model, kept live: Queue objects in, one quota book in step
+with the cache, and the answers the cycle asks of them (`placement.quota` decides).
+
+Queue objects (`tessellate.dev/v1alpha1`, cluster-scoped) arrive from an informer. Each
+is parsed on its own; one that cannot be parsed, or that breaks the tree (an unknown
+parent, a cycle, children promised more than their parent), is quarantined: left out,
+its status says why, and every other queue keeps working. Pods name their queue with
+the label `tessellate.dev/queue`; without it they are in `default`.
+
+The book is never written by the cycle directly: `sync` charges every allocation the
+cache's placement state holds (bound or assumed) to its pod's queue and releases what
+left, so usage always equals the sum of the queues' pods, including after a restart,
+when the state is rebuilt from bound pods.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from dataclasses import dataclass
+from datetime import datetime
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from tessellate.placement import Assignment, Unschedulable
+from tessellate.placement.quota import (
+    DEFAULT_QUEUE,
+    QUEUE_LABEL,
+    NodeKinds,
+    QueueSpec,
+    QueueSpecError,
+    QueueTree,
+    QuotaBook,
+    UnknownQueueError,
+    blocking_messages,
+    format_units,
+    gpu_capacity,
+    parse_queue,
+    placed_units,
+    quota_mask,
+    reclaim,
+)
+from tessellate.placement.quota.book import Charge
+
+if TYPE_CHECKING:
+    from tessellate.scheduler.cache import ClusterCache
+    from tessellate.scheduler.podrecord import PodRecord
+
+log = logging.getLogger("tessellate.tenancy")
+
+GROUP, VERSION, PLURAL = "tessellate.dev", "v1alpha1", "queues"
+QUEUES_PATH = f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+MAX_QUEUES = 1000
+"""More Queue objects than this are refused (each one costs every ordering decision)."""
+
+
+def tenant_of(rec: PodRecord) -> str:
+    """The tenant queue a pending pod waits in: its label, or `default`."""
+    return Tenancy.label(rec) or DEFAULT_QUEUE
+
+
+def owner(key: str) -> str:
+    """The pod uid behind a placement-state key (a time-sliced pod holds `uid#sliceK` too)."""
+    return key.split("#slice", 1)[0]
+
+
+def _started(rec: PodRecord) -> float:
+    """Creation time in seconds (reclaim takes the youngest first); 0 when unreadable."""
+    raw = (rec.obj.get("metadata") or {}).get("creationTimestamp")
+    try:
+        return datetime.fromisoformat(str(raw).replace("Z", "+00:00")).timestamp() if raw else 0.0
+    except ValueError:
+        return 0.0
+
+
+@dataclass(frozen=True)
+class Reclaim:
+    """Victims of queues over their quota whose preemption lets a pod within quota fit."""
+
+    node: str
+    victims: tuple[PodRecord, ...]
+    queue: str
+    """The claimant's queue (the victims' events say `Reclaimed by queue <queue>`)."""
+
+
+class Tenancy:
+    """The live queues: specs from Queue objects, the quota book, and the cycle's questions."""
+
+    def __init__(self, scheduler_name: str = "tessellate", default: QueueSpec | None = None) -> None:
+        self.scheduler_name = scheduler_name
+        self.default = default
+        self._objects: dict[str, dict[str, Any]] = {}
+        self.problems: dict[str, str] = {}
+        """Queue name -> why its object is left out (shown in its status)."""
+        self.tree = QueueTree([], default=default)
+        self.book: QuotaBook | None = None
+        self._kinds: NodeKinds | None = None
+        self._synced_for: tuple[int, int, int] | None = None
+        self._charged: dict[str, Assignment] = {}
+        self.rank: Mapping[str, tuple] = {}
+        """Queue -> order key (furthest below fair share first): a snapshot the scheduling
+        queue reads without locks; replaced whole by `publish_rank`."""
+        self.version = 0
+        """Bumped whenever the set of valid queues changes."""
+        self._fair: Mapping[tuple[str, str], Fraction] = {}
+
+    # -- Queue objects (informer handlers; cache lock held) ---------------------------------
+
+    @property
+    def active(self) -> bool:
+        """True once any Queue object exists: before that every pod is in `default`."""
+        return bool(self._objects) or self.default is not None
+
+    def replace(self, items: Iterable[dict[str, Any]]) -> None:
+        self._objects = {}
+        for obj in items:
+            name = str((obj.get("metadata") or {}).get("name") or "")
+            if name:
+                self._objects[name] = obj
+        self._rebuild()
+
+    def upsert(self, obj: dict[str, Any]) -> None:
+        name = str((obj.get("metadata") or {}).get("name") or "")
+        if name:
+            self._objects[name] = obj
+            self._rebuild()
+
+    def delete(self, obj: dict[str, Any]) -> None:
+        if self._objects.pop(str((obj.get("metadata") or {}).get("name") or ""), None) is not None:
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Parse every object alone; quarantine the ones the tree refuses, one at a time."""
+        problems: dict[str, str] = {}
+        specs: dict[str, QueueSpec] = {}
+        for i, (name, obj) in enumerate(sorted(self._objects.items())):
+            if i >= MAX_QUEUES:
+                problems[name] = f"more than {MAX_QUEUES} Queue objects; this one is ignored"
+                continue
+            try:
+                specs[name] = parse_queue(obj, i)
+            except QueueSpecError as exc:
+                problems[name] = str(exc)
+        while True:
+            try:
+                tree = QueueTree(list(specs.values()), default=self.default)
+                break
+            except QueueSpecError as exc:
+                bad = exc.queue if exc.queue in specs else next(iter(sorted(specs)), None)
+                if bad is None:
+                    raise
+                problems[bad] = str(exc)
+                del specs[bad]
+        # A queue whose parent was quarantined cannot be placed in the tree either.
+        self.tree, self.problems = tree, problems
+        self.book, self._synced_for, self._charged = None, None, {}
+        self.version += 1
+        for name, why in problems.items():
+            log.warning("Queue %s is left out: %s", name, why)
+
+    # -- the book, in step with the placement state ----------------------------------------
+
+    def sync(self, cache: ClusterCache) -> QuotaBook | None:
+        """The book for the cache's current state: every allocation charged to its pod's queue."""
+        state = cache.state if cache.ensure_built() else None
+        if state is None:
+            self.book = None
+            return None
+        stamp = (id(state), int(state.version.sum()), len(state.live))
+        if self.book is not None and self._synced_for == stamp:
+            return self.book
+        if self.book is None or self._synced_for is None or self._synced_for[0] != id(state):
+            self.book = QuotaBook(self.tree, gpu_capacity(state))
+            self._kinds = NodeKinds(state)
+            self._charged = {}
+        book = self.book
+        live = state.live
+        for key in [k for k, a in self._charged.items() if live.get(k) is not a]:
+            book.release(key)
+            del self._charged[key]
+        for key, assignment in live.items():
+            if key in self._charged:
+                continue
+            rec = cache.pods.get(owner(key))
+            if rec is None or rec.scheduler_name != self.scheduler_name:
+                continue  # another scheduler's pod: it takes capacity, no queue's quota
+            model, units = placed_units(state, assignment)
+            if not model:
+                continue
+            queue = self.leaf_or_default(rec)
+            book.charge(
+                key,
+                queue,
+                model,
+                units,
+                priority=rec.priority,
+                started=_started(rec),
+                node=assignment.node,
+            )
+            self._charged[key] = assignment
+        self._synced_for = (id(state), int(state.version.sum()), len(state.live))
+        return book
+
+    def leaf_or_default(self, rec: PodRecord) -> str:
+        """The pod's queue; a running pod whose queue is gone is counted in `default`."""
+        try:
+            return self.tree.leaf_for(self.label(rec))
+        except UnknownQueueError:
+            return DEFAULT_QUEUE
+
+    @staticmethod
+    def label(rec: PodRecord) -> str:
+        return str(((rec.obj.get("metadata") or {}).get("labels") or {}).get(QUEUE_LABEL) or "")
+
+    # -- what the cycle asks ----------------------------------------------------------------
+
+    def prefilter(self, rec: PodRecord) -> str | None:
+        """Why a pending pod cannot be queued as written (its queue is missing or broken)."""
+        label = self.label(rec)
+        if label in self.problems:
+            return f"queue {label!r} is not usable: {self.problems[label]}; fix the Queue object"
+        try:
+            self.tree.leaf_for(label)
+        except UnknownQueueError as exc:
+            return f"{exc} (label {QUEUE_LABEL})"
+        return None
+
+    def limit_mask(self, cache: ClusterCache, rec: PodRecord) -> tuple[np.ndarray | None, str]:
+        """Nodes where the pod stays within its queue's limits, and the message for the rest."""
+        book = self.sync(cache)
+        if book is None or self._kinds is None or rec.request is None:
+            return None, ""
+        queue = self.leaf_or_default(rec)
+        request = rec.request.request
+        mask = quota_mask(book, self._kinds, queue, request)
+        if mask is None:
+            return None, ""
+        messages = blocking_messages(book, self._kinds, queue, request)
+        return mask, messages[0] if messages else f"queue {queue}: limit reached"
+
+    def unlimited(self, rec: PodRecord) -> bool:
+        """No limit anywhere on the pod's queue path (batching computes masks only once)."""
+        if not self.active:
+            return True
+        path = self.tree.paths.get(self.leaf_or_default(rec), ())
+        return all(
+            r.limit is None for q in path if q in self.tree.specs for r in self.tree.specs[q].resources
+        )
+
+    def find_reclaim(
+        self, cache: ClusterCache, rec: PodRecord, leaving: Set[str] = frozenset()
+    ) -> Reclaim | None:
+        """Over-quota pods to preempt so that `rec`, within its queue's quota, fits; `leaving`:
+        pods already being deleted (their room counts as free, they are not chosen again)."""
+        book = self.sync(cache)
+        kinds, state, placer = self._kinds, cache.state, cache.placer
+        if book is None or kinds is None or state is None or placer is None or rec.request is None:
+            return None
+        queue = self.leaf_or_default(rec)
+        request = rec.request.request
+        allowed, _ = cache.filter(rec, pods_matter=False)
+        inside = quota_mask(book, kinds, queue, request, within_quota=True)
+        for kind, units in zip(kinds.kinds, kinds.units(request), strict=True):
+            if not units or (request.gpu_models and kind.model not in request.gpu_models):
+                continue
+            nodes = kind.nodes & allowed if inside is None else kind.nodes & allowed & inside
+            if not nodes.any():
+                continue
+            found = reclaim(
+                book,
+                queue,
+                kind.model,
+                units,
+                lambda vs, n=nodes: self._fits_without(cache, rec, vs, n, leaving),
+            )
+            if found is not None:
+                uids = dict.fromkeys(u for c in found.pods if (u := owner(c.pod)) not in leaving)
+                victims = tuple(cache.pods[uid] for uid in uids if uid in cache.pods)
+                if victims:
+                    return Reclaim(state.names[int(found.node)], victims, queue)
+        return None
+
+    @staticmethod
+    def _fits_without(
+        cache: ClusterCache, rec: PodRecord, victims: Sequence[Charge], nodes: np.ndarray, leaving: Set[str]
+    ) -> bool:
+        """What-if: release the victims' (and the leaving pods') allocations on their node, ask
+        the core, allocate them back as they were."""
+        state, placer, charges = cache.state, cache.placer, cache.charges
+        assert state is not None and placer is not None and charges is not None and rec.request is not None
+        node = int(victims[0].node)  # type: ignore[arg-type]
+        if not nodes[node]:
+            return False
+        gone = {owner(c.pod) for c in victims}
+        here = state.names[node]
+        gone |= {
+            uid for uid in leaving if (other := cache.pods.get(uid)) is not None and other.node_name == here
+        }
+        keys = {key for uid in gone for key in charges.holdings(uid)}
+        held = [state.release(key) for key in sorted(keys)]
+        try:
+            only = np.zeros(len(state), dtype=bool)
+            only[node] = True
+            mask, _ = cache.filter(rec, mask=only)
+            return bool(mask[node]) and not isinstance(
+                placer.place(rec.uid, rec.request.request, mask), Unschedulable
+            )
+        finally:
+            for assignment in reversed(held):
+                state.allocate(assignment)
+
+    # -- ordering, status and metrics -------------------------------------------------------
+
+    def pending_demand(self, cache: ClusterCache, pending: Callable[[PodRecord], bool]) -> dict:
+        """(queue, model) -> GPU units its pending pods ask for (the least over the kinds)."""
+        demand: dict[tuple[str, str], Fraction] = {}
+        if self._kinds is None:
+            return demand
+        for rec in cache.pods.values():
+            if rec.request is None or not pending(rec):
+                continue
+            queue = self.leaf_or_default(rec)
+            for model, units in self._kinds.demand(rec.request.request).items():
+                demand[(queue, model)] = demand.get((queue, model), Fraction(0)) + units
+        return demand
+
+    def publish_rank(self, cache: ClusterCache, pending: Callable[[PodRecord], bool]) -> dict:
+        """Recompute fair shares and the queue order; returns the fair shares."""
+        book = self.sync(cache)
+        if book is None or not self.active:
+            self.rank = {}
+            return {}
+        self._fair = book.fair_shares(self.pending_demand(cache, pending))
+        self.rerank(cache)
+        return self._fair
+
+    def rerank(self, cache: ClusterCache) -> None:
+        """The queue order from current usage and the last fair shares: after every placement,
+        so that one queue cannot run ahead of its share between two fair-share refreshes."""
+        book = self.sync(cache) if self.active else None
+        if book is not None:
+            models = book.models
+            self.rank = {leaf: book.queue_key(leaf, self._fair, models) for leaf in self.tree.leaves}
+
+    def status(self, fair: Mapping[tuple[str, str], Fraction], pending: Mapping) -> dict[str, dict]:
+        """Queue name -> the `status` the leader writes (allocated, pending, fair share, conditions)."""
+        book = self.book
+        out: dict[str, dict] = {}
+        for name in self._objects:
+            if name in self.problems:
+                out[name] = {"conditions": [_condition("Ready", "False", "InvalidSpec", self.problems[name])]}
+                continue
+            used = book.usage_by_model(name) if book is not None else {}
+            asked = {m: u for (q, m), u in pending.items() if q == name}
+            share = {m: u for (q, m), u in fair.items() if q == name}
+            models = sorted(set(used) | set(asked) | set(share))
+            out[name] = {
+                "allocated": {m: _number(used.get(m, 0)) for m in models if used.get(m)},
+                "pending": {m: _number(asked.get(m, 0)) for m in models if asked.get(m)},
+                "fairShare": {m: _number(share.get(m, 0)) for m in models if m in share},
+                "allocatedGPUs": _number(sum(used.values(), Fraction(0))),
+                "pendingGPUs": _number(sum(asked.values(), Fraction(0))),
+                "conditions": [_condition("Ready", "True", "Valid", "the queue takes pods")],
+            }
+        return out
+
+
+def _number(x: Fraction | int) -> float | int:
+    """A JSON number for a status field (an int when whole)."""
+    x = Fraction(x)
+    return int(x) if x.denominator == 1 else float(format_units(x))
+
+
+def _condition(kind: str, status: str, reason: str, message: str) -> dict[str, str]:
+    return {"type": kind, "status": status, "reason": reason, "message": message[:1024]}
