@@ -126,17 +126,19 @@ class Workload:
         counts = Counter(self.pod_gpus)
         return {g: counts.get(g, 0) for g in GPU_SIZES}
 
-    def pod_objects(self, scheduler_name: str) -> list[dict[str, Any]]:
+    def pod_objects(self, scheduler_name: str, queues: int = 0) -> list[dict[str, Any]]:
+        """The pods; with `queues`, labelled round-robin into tenant queues q0, q1, ..."""
         pods = []
-        for name, gpus in zip(self.pod_names, self.pod_gpus, strict=True):
+        for i, (name, gpus) in enumerate(zip(self.pod_names, self.pod_gpus, strict=True)):
             res = {
                 "cpu": str(CPU_PER_GPU * gpus),
                 "memory": f"{MEMORY_GI_PER_GPU * gpus}Gi",
                 "nvidia.com/gpu": str(gpus),
             }
-            pods.append(
-                cluster.pod(name, NAMESPACE, limits=res, requests=dict(res), scheduler=scheduler_name)
-            )
+            pod = cluster.pod(name, NAMESPACE, limits=res, requests=dict(res), scheduler=scheduler_name)
+            if queues:
+                pod["metadata"]["labels"] = {"tessellate.dev/queue": f"q{i % queues}"}
+            pods.append(pod)
         return pods
 
 
@@ -245,11 +247,38 @@ def build_kube_scheduler() -> str:
     return lines[-1]
 
 
+def create_queues(api: KubeClient, count: int, capacity_gpus: int) -> None:
+    """Install the Queue CRD and `count` queues q0.. sharing the cluster's GPUs as quota."""
+    crd = yaml.safe_load((REPO / "manifests" / "crds" / "queues.yaml").read_text())
+    api.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+    deadline = time.monotonic() + 60
+    path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd['metadata']['name']}"
+    while not any(
+        c.get("type") == "Established" and c.get("status") == "True"
+        for c in (api.get(path).get("status") or {}).get("conditions") or []
+    ):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the Queue CRD was not established within 60 s")
+        time.sleep(0.2)
+    quota = capacity_gpus // count
+    for i in range(count):
+        body = {
+            "apiVersion": "tessellate.dev/v1alpha1",
+            "kind": "Queue",
+            "metadata": {"name": f"q{i}"},
+            "spec": {"resources": [{"gpuModel": "*", "quota": quota, "overQuotaWeight": 1 + i % 3}]},
+        }
+        api.post("/apis/tessellate.dev/v1alpha1/queues", body)
+
+
 def populate(
-    api: KubeClient, workload: Workload, scheduler_name: str, workers: int = 16
+    api: KubeClient, workload: Workload, scheduler_name: str, workers: int = 16, queues: int = 0
 ) -> tuple[float, float]:
-    """Create the namespace, nodes (with status) and all pods; returns (node s, pod s)."""
+    """Create the namespace, nodes (with status), the tenant queues and all pods; returns
+    (node s, pod s)."""
     api.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+    if queues:
+        create_queues(api, queues, workload.capacity_gpus)
     t0 = time.perf_counter()
 
     def create(name: str) -> None:
@@ -261,7 +290,7 @@ def populate(
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(create, workload.node_names))
     t1 = time.perf_counter()
-    cluster.create_pods(api, workload.pod_objects(scheduler_name), workers=workers)
+    cluster.create_pods(api, workload.pod_objects(scheduler_name, queues), workers=workers)
     t2 = time.perf_counter()
     return t1 - t0, t2 - t1
 
@@ -513,11 +542,15 @@ class TessellateScheduler(SchedulerProcess):
     latency_metric = "tessellate_scheduling_algorithm_duration_seconds"
     fragmentation_metric = "tessellate_gpu_fragmentation_milli"
 
-    def __init__(self, workdir: Path, qps: float, burst: int, policy: str | None = None):
+    def __init__(self, workdir: Path, qps: float, burst: int, policy: str | None = None, queues: int = 0):
         super().__init__(workdir)
         self.port = free_port()
+        self.queues = queues
+        """Tenant queues the run creates (its pods labelled round-robin); 0: none."""
         if policy is not None:
             self.label = f"tessellate ({policy})"
+        if queues:
+            self.label = f"{self.label} + {queues} queues"
         self.config = {
             "schedulerName": self.scheduler_name,
             **({"policy": policy} if policy is not None else {}),

@@ -117,6 +117,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME",
         help="Tessellate's placement policy (default: the config's default); repeat to run each in turn",
     )
+    parser.add_argument(
+        "--queues",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also run Tessellate with K tenant queues (the Queue CRD, quota capacity/K each, "
+        "pods labelled round-robin): the cost of queues, in the same process",
+    )
     parser.add_argument("--skip-kube-scheduler", action="store_true", help="run Tessellate only")
     parser.add_argument("--skip-tessellate", action="store_true", help="run kube-scheduler only")
     parser.add_argument("--json", metavar="PATH", help="also write every figure to this JSON file")
@@ -154,7 +162,7 @@ def run_one(sched: SchedulerProcess, workload: Workload, args: argparse.Namespac
     try:
         api = plane.client()
         say(f"[{label}] creating {len(workload.node_names)} nodes and {len(workload.pod_names)} pods")
-        node_s, pod_s = populate(api, workload, sched.scheduler_name)
+        node_s, pod_s = populate(api, workload, sched.scheduler_name, queues=getattr(sched, "queues", 0))
         say(
             f"[{label}] created nodes in {node_s:.1f} s, pods in {pod_s:.1f} s "
             f"({len(workload.pod_names) / pod_s:.0f} pods/s); starting {label}"
@@ -414,6 +422,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         for policy in args.policy or [None]:
             schedulers.append(TessellateScheduler(workdir, client.qps, client.burst, policy))
+        if args.queues:
+            first = (args.policy or [None])[0]
+            with_queues = TessellateScheduler(workdir, client.qps, client.burst, first, queues=args.queues)
+            schedulers.append(with_queues)
     if not args.skip_kube_scheduler:
         say("kube-scheduler binary: scripts/control-plane build-scheduler (builds it once)")
         schedulers.append(KubeScheduler(workdir, build_kube_scheduler(), client.qps, client.burst))
