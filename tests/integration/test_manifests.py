@@ -97,9 +97,10 @@ def test_base_contains_every_component_in_the_tessellate_namespace(base: list[di
             ("Service", "tessellate-scheduler-metrics"),
             ("ValidatingAdmissionPolicy", "tessellate-pod-gpu-annotations"),
             ("ValidatingAdmissionPolicyBinding", "tessellate-pod-gpu-annotations"),
+            ("CustomResourceDefinition", "queues.tessellate.dev"),
         ]
     )
-    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
     # Cluster-scoped too, but kustomize v5.7 stamps the namespace on them (kustomize#6051);
     # the API server ignores it.
     stamped = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
@@ -195,6 +196,10 @@ def test_cluster_role_grants_exactly_what_the_scheduler_uses(base: list[dict[str
         ("events.k8s.io", "events", "patch"),
         ("", "events", "create"),
         ("", "events", "patch"),
+        ("tessellate.dev", "queues", "get"),  # tenant queues: their specs
+        ("tessellate.dev", "queues", "list"),
+        ("tessellate.dev", "queues", "watch"),
+        ("tessellate.dev", "queues/status", "patch"),  # ...and the leader's status
     }
 
 

@@ -62,6 +62,12 @@ def test_the_crd_refuses_malformed_queue_specs(admin: KubeClient, queues: list[s
     assert made["spec"]["resources"][0]["quota"] == 1.5
 
 
+def test_the_example_queues_are_valid(control_plane: cluster.ControlPlane, queues: list[str]) -> None:
+    example = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "queues.yaml"
+    result = control_plane.kubectl("apply", "-f", str(example), "--dry-run=server")
+    assert result.stdout.count("(server dry run)") == 2, result.stdout
+
+
 class Kubelet:
     """The kubelet's part for fake nodes: a pod being deleted goes at once."""
 
@@ -170,5 +176,86 @@ def test_borrowing_reclaim_limit_and_a_restart_that_rebuilds_usage(
         assert bound("late-") == [], events
         printed = control_plane.kubectl("get", "queues", qa).stdout
         assert "ALLOCATED" in printed and "16" in printed
+    finally:
+        sched.stop()
+
+
+def test_weights_share_idle_gpus_and_quota_is_per_gpu_model(
+    admin: KubeClient,
+    namespace: str,
+    control_plane: cluster.ControlPlane,
+    tmp_path: Path,
+    queues: list[str],
+) -> None:
+    def group(prefix: str, product: str, count: int) -> dict[str, str]:
+        selector = {"group": cluster.unique(prefix)}
+        for i in range(count):
+            node, status = cluster.gpu_node(
+                f"{selector['group']}-{i}", gpus=8, product=product, labels=selector
+            )
+            cluster.create_node(admin, node, status)
+        return selector
+
+    h200 = group("weights", "NVIDIA-H200", 4)  # the only H200s: their 32 GPUs are the whole share
+    h100, a100 = group("models-h", "NVIDIA-H100-80GB-HBM3", 2), group("models-a", "NVIDIA-A100-SXM4-80GB", 2)
+    light, heavy, mixed = cluster.unique("w1"), cluster.unique("w3"), cluster.unique("pm")
+    admin.post(QUEUES, queue_object(light, {"gpuModel": "*", "quota": 0, "overQuotaWeight": 1}))
+    admin.post(QUEUES, queue_object(heavy, {"gpuModel": "*", "quota": 0, "overQuotaWeight": 3}))
+    admin.post(
+        QUEUES,
+        queue_object(
+            mixed,
+            {"gpuModel": "H100-80GB", "quota": 16, "limit": 16},
+            {"gpuModel": "A100-80GB", "quota": 0, "limit": 4},
+        ),
+    )
+    queues.extend([light, heavy, mixed])
+
+    def pods(queue: str, prefix: str, count: int, gpus: int, affinity: dict) -> list[dict[str, Any]]:
+        made = []
+        for i in range(count):
+            p = cluster.pod(
+                f"{prefix}-{i}",
+                namespace,
+                limits={"nvidia.com/gpu": str(gpus), "cpu": "1"},
+                affinity=affinity,
+            )
+            p["metadata"]["labels"] = {"tessellate.dev/queue": queue}
+            made.append(p)
+        return made
+
+    def groups(*selectors: dict[str, str]) -> dict:
+        values = [s["group"] for s in selectors]
+        term = {"matchExpressions": [{"key": "group", "operator": "In", "values": values}]}
+        return {
+            "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}
+        }
+
+    cluster.create_pods(admin, pods(light, "light", 32, 1, groups(h200)))
+    cluster.create_pods(admin, pods(heavy, "heavy", 32, 1, groups(h200)))
+    cluster.create_pods(admin, pods(mixed, "mixed", 8, 4, groups(h100, a100)))
+
+    def bound() -> dict[str, str]:
+        return {
+            p["metadata"]["name"]: p["spec"]["nodeName"]
+            for p in cluster.list_pods(admin, namespace)
+            if p["spec"].get("nodeName")
+        }
+
+    sched = SchedulerProcess(
+        rbac.scheduler_kubeconfig(control_plane, tmp_path), tmp_path, leaderElection={"leaderElect": False}
+    ).start()
+    try:
+        wait_for(lambda: len(bound()) == 32 + 5, 60, "the H200s full and team pm at its limits")
+        placed = bound()
+        light_n = sum(1 for name in placed if name.startswith("light-"))
+        heavy_n = sum(1 for name in placed if name.startswith("heavy-"))
+        assert light_n + heavy_n == 32 and abs(light_n - 8) <= 1 and abs(heavy_n - 24) <= 1, (
+            light_n,
+            heavy_n,
+        )
+        on = [node for name, node in placed.items() if name.startswith("mixed-")]
+        assert sum(1 for n in on if n.startswith(h100["group"])) == 4  # 16 H100s: its quota and limit
+        assert sum(1 for n in on if n.startswith(a100["group"])) == 1  # 4 A100s: its A100 limit
     finally:
         sched.stop()
