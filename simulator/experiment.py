@@ -63,6 +63,10 @@ def _load(source: TraceSource) -> Trace:
         scaled = max(1, round(MigMixConfig.nodes * source.synthetic_scale))
         pods = max(1, round(MigMixConfig.pods * source.synthetic_scale))
         return generate_mig_mix(MigMixConfig(seed=source.synthetic_seed, nodes=scaled, pods=pods))
+    if source.is_synthetic and source.synthetic_kind == "multi-tenant":
+        from tessellate.simulator.traces.tenants import TenantConfig, generate_tenants
+
+        return generate_tenants(TenantConfig(seed=source.synthetic_seed, scale=source.synthetic_scale))
     if source.is_synthetic and source.synthetic_kind in SCENARIOS:
         return scenario_trace(source.synthetic_kind, seed=source.synthetic_seed)
     if source.is_synthetic:

@@ -71,7 +71,7 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from tessellate.placement import (
@@ -92,6 +92,9 @@ from tessellate.simulator.migmetrics import MigFragmentationMeter, mig_demand
 from tessellate.simulator.pending import PendingQueue
 from tessellate.simulator.replay import target_workload
 from tessellate.simulator.trace import PodRecord, Trace
+
+if TYPE_CHECKING:
+    from tessellate.simulator.tenancy import TenancyResult
 
 MissingCreation = Literal["error", "start", "skip"]
 
@@ -197,6 +200,8 @@ class TimedResult:
     batch_solves: list[BatchSolve] = field(default_factory=list)
     """Batch mode: one row per `place_batch` call (empty without batch mode)."""
     state: ClusterState | None = field(default=None, repr=False)
+    tenancy: TenancyResult | None = field(default=None, repr=False)
+    """Queue-aware replays (`simulator.queued`): per queue and GPU model; None otherwise."""
 
     @property
     def placed(self) -> int:
@@ -246,6 +251,7 @@ class TimedResult:
             "span_s": float(steps.time[-1] - steps.time[0]) if len(steps) else 0.0,
             **self._mig_summary(),
             **self._batch_summary(),
+            **(self.tenancy.summary() if self.tenancy is not None else {}),
         }
 
     def _batch_summary(self) -> dict[str, float]:

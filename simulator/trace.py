@@ -22,12 +22,21 @@ class TraceError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class PodRecord:
-    """One pod of a trace; times are seconds from the trace start (None: not recorded)."""
+    """One pod of a trace; times are seconds from the trace start (None: not recorded).
+
+    `queue` names the pod's queue ("": the default queue), `priority` orders it within its
+    queue and as a reclaim victim (higher matters more), and `pod_group` / `pod_group_min`
+    make it a member of a gang that starts only when at least `pod_group_min` members run
+    (0: every member of the group in the trace)."""
 
     name: str
     request: Request
     creation_time: float | None = None
     deletion_time: float | None = None
+    queue: str = ""
+    priority: int = 0
+    pod_group: str = ""
+    pod_group_min: int = 0
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from tessellate import queues_cli
 from tessellate.agent_cli import add_agent_command, run_agent_command
 from tessellate.mig_cli import add_mig_commands, run_mig_command
 from tessellate.placement import PAPER_POLICIES, POLICIES, InvalidRequestError
 from tessellate.placement.catalogue import UnknownGpuModelError
 from tessellate.scheduler_cli import add_scheduler_command, run_scheduler_command
 from tessellate.simulator.kinds import SYNTHETIC_KINDS
+from tessellate.simulator.queuefile import QueueFileError
 from tessellate.simulator.trace import TraceError
 
 console = Console(stderr=True, soft_wrap=True)
@@ -56,6 +58,12 @@ examples:
 
 Writes the three analysis CSVs (one row per run), summary.csv, PNG plots and
 report.html (self-contained: open it in a browser, or mail it).
+
+  tessellate sim compare --synthetic-kind multi-tenant --policies fgd \\
+      --queues even.yaml --queues training-first.yaml --out cmp/
+
+With --queues: quota splits instead of policies, each a timed replay with queues
+(docs/queues.md); writes summary.csv, queues.csv, queues-<model>.png and queues.html.
 """
 
 
@@ -196,12 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Replay a trace by its creation/deletion times: pods arrive, wait in a FIFO queue when "
             "nothing fits (retried whenever capacity is released) and depart. Reports utilisation, "
-            "fragmentation and queueing delay over time."
+            "fragmentation and queueing delay over time. With --queues, pods wait in per-team queues "
+            "with quotas per GPU model instead (docs/queues.md)."
         ),
-        epilog=EPILOG_TIMED,
+        epilog=EPILOG_TIMED + "\n" + queues_cli.EPILOG_QUEUES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _trace_options(timed, many_pods=False, tune=False)
+    queues_cli.add_timed_options(timed)
     timed.add_argument("--policy", default="fgd", choices=sorted(POLICIES), help="placement policy")
     timed.add_argument("--seed", type=int, default=0, help="seed for the random policy (default 0)")
     timed.add_argument(
@@ -258,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated (default: the paper's six: {','.join(PAPER_POLICIES)})",
     )
     compare.add_argument("--seeds", type=parse_seeds, default=[42, 43, 44], help="e.g. 42-51 (default 42-44)")
+    queues_cli.add_compare_options(compare)
     compare.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
     compare.add_argument(
         "--mig-choice",
@@ -538,10 +549,16 @@ def cmd_sim_timed(args: argparse.Namespace) -> None:
 
     trace = _sources(args)[0].load()
     batch = _batch_options(args)
+    tree, queue_note = queues_cli.queue_tree_for(args, trace)
     with _progress() as progress:
         task = progress.add_task(f"{args.policy} timed replay", total=None, last="")
         start = time.perf_counter()
-        result = run_timed(
+        result = (
+            queues_cli.run_with_queues(args, trace, tree, lambda n: progress.update(task, advance=n))
+            if tree is not None
+            else None
+        )
+        result = result or run_timed(
             trace,
             args.policy,
             args.seed,
@@ -593,10 +610,18 @@ def cmd_sim_timed(args: argparse.Namespace) -> None:
         table.add_row(key, f"{value:,.4g}")
     out_console = _stdout_console()
     out_console.print(table)
+    if result.tenancy is not None:
+        label = args.queues.stem if args.queues else "queues"
+        html = queues_cli.write_outputs(args.out, result, label, queue_note, seconds)
+        out_console.print(queues_cli.queue_table({label: result.tenancy}))
+        out_console.print(f"{queue_note}. Per-queue report: {html}")
     out_console.print(f"{len(result.outcome)} pods in {seconds:.2f} s. Results in {args.out}/")
 
 
 def cmd_sim_compare(args: argparse.Namespace) -> None:
+    if args.queues:
+        queues_cli.cmd_compare_queues(args)
+        return
     from tessellate.simulator import report
     from tessellate.simulator.experiment import RunSpec, frames, run_grid
 
@@ -664,7 +689,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         handlers[(args.command, args.sim_command)](args)
-    except (TraceError, UnknownGpuModelError, InvalidRequestError, UsageError) as exc:
+    except (TraceError, UnknownGpuModelError, InvalidRequestError, UsageError, QueueFileError) as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2
     except KeyboardInterrupt:

@@ -166,7 +166,7 @@ def closest_nodes(cache: ClusterCache, rec: PodRecord, count: int) -> list[dict[
     if state is None or rec.request is None:
         return []
     request = rec.request.request
-    allowed, _ = cache.filter(rec)
+    allowed, _ = cache.filter(rec, pods_matter=False)  # the pod's own constraints, not others' usage
     cpu_short = np.maximum(request.cpu_milli - state.cpu_left, 0)
     mem_short = np.maximum(request.memory_mib - state.mem_left, 0)
     if request.is_fraction:
@@ -178,12 +178,10 @@ def closest_nodes(cache: ClusterCache, rec: PodRecord, count: int) -> list[dict[
     order = np.lexsort((shortfall, ~allowed))[:count]
     out = []
     for n in order:
-        lacks = []
-        if not allowed[n]:
-            only = np.zeros(len(state), dtype=bool)
-            only[n] = True
-            _, reasons = cache.filter(rec, mask=only)
-            lacks.extend(sorted(reasons) or ["excluded by a filter"])
+        only = np.zeros(len(state), dtype=bool)
+        only[n] = True
+        passes, reasons = cache.filter(rec, mask=only)
+        lacks = [] if passes[n] else sorted(reasons) or ["excluded by a filter"]
         if gpu_short[n] > 0:
             lacks.append(f"{format_gpus(gpu_short[n])} more GPU")
         if cpu_short[n] > 0:

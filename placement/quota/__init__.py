@@ -11,7 +11,7 @@ from tessellate.placement.quota.book import GPU_RESOURCE, Charge, QuotaBook, Quo
 from tessellate.placement.quota.fairshare import Claim, fair_shares, water_fill
 from tessellate.placement.quota.nodes import NodeKind, NodeKinds, blocking_messages, gpu_capacity, quota_mask
 from tessellate.placement.quota.order import dominant_ratio, pod_order, queue_key, queue_order
-from tessellate.placement.quota.reclaim import Victims, fewest_victims, reclaim, victim_order
+from tessellate.placement.quota.reclaim import Candidate, Victims, fewest_victims, reclaim, victim_order
 from tessellate.placement.quota.spec import (
     ANY_MODEL,
     DEFAULT_QUEUE,
@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_QUEUE",
     "GPU_RESOURCE",
     "QUEUE_LABEL",
+    "Candidate",
     "Charge",
     "Claim",
     "NodeKind",

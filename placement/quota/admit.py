@@ -40,13 +40,20 @@ class QueuedPlacer:
         self.kinds = NodeKinds(placer.state)
 
     def place(
-        self, pod: str, queue: str, request: Request, *, priority: int = 0, started: float = 0.0
+        self,
+        pod: str,
+        queue: str,
+        request: Request,
+        *,
+        priority: int = 0,
+        started: float = 0.0,
+        group: str = "",
     ) -> Assignment | Waiting:
         """Place and commit `pod` within its queue's limits, or say why it waits."""
         mask = quota_mask(self.book, self.kinds, queue, request)
         decision = self.placer.place(pod, request, mask)
         if isinstance(decision, Assignment):
-            self.commit(decision, queue, priority=priority, started=started)
+            self.commit(decision, queue, priority=priority, started=started, group=group)
             return decision
         return self.why(queue, request, mask, decision)
 
@@ -60,13 +67,17 @@ class QueuedPlacer:
                 return Waiting(self.book.capacity_message(queue, model, units, decision.message), False)
         return Waiting(decision.message, False)
 
-    def commit(self, a: Assignment, queue: str, *, priority: int = 0, started: float = 0.0) -> Charge | None:
+    def commit(
+        self, a: Assignment, queue: str, *, priority: int = 0, started: float = 0.0, group: str = ""
+    ) -> Charge | None:
         """Allocate `a` and charge its units to `queue` (None: a CPU-only pod, not charged)."""
         self.state.allocate(a)
         model, units = placed_units(self.state, a)
         if not model:
             return None
-        return self.book.charge(a.pod, queue, model, units, priority=priority, started=started, node=a.node)
+        return self.book.charge(
+            a.pod, queue, model, units, priority=priority, started=started, node=a.node, group=group
+        )
 
     def release(self, pod: str) -> Assignment:
         """Give back what `pod` holds, in the state and in the book."""
@@ -85,14 +96,19 @@ class QueuedPlacer:
             if not nodes.any():
                 continue
             found = reclaim(
-                self.book, queue, kind.model, units, lambda vs, n=nodes: self._fits_without(request, vs, n)
+                self.book,
+                queue,
+                kind.model,
+                units,
+                lambda vs, n=nodes: self._fits_without(request, vs, n),
             )
             if found is not None:
                 return found
         return None
 
     def _fits_without(self, request: Request, victims: Sequence[Charge], kind: np.ndarray) -> bool:
-        node = int(victims[0].node)
+        """Whether `request` fits on the first victim's node with all `victims` released."""
+        node = int(victims[0].node)  # type: ignore[call-overload]
         if not kind[node]:
             return False
         held = [self.state.release(v.pod) for v in victims]
@@ -111,13 +127,14 @@ class QueuedPlacer:
         *,
         priority: int = 0,
         started: float = 0.0,
+        group: str = "",
     ) -> GroupOutcome[tuple[str, Request], Assignment]:
         """All-or-nothing placement of a pod group (`placement.gang.place_together`): each
         member is placed within the limits left after the members before it, so the group
         is admitted against its queue's limits as a whole, and taken back if too few run."""
 
         def decide(member: tuple[str, Request]) -> Assignment | str:
-            result = self.place(member[0], queue, member[1], priority=priority, started=started)
+            result = self.place(member[0], queue, member[1], priority=priority, started=started, group=group)
             return result.message if isinstance(result, Waiting) else result
 
         ordered = sorted(members, key=lambda m: (demand_order(m[1]), m[0]))

@@ -33,7 +33,8 @@ class Charge:
     """What one running pod holds: `units` of `model` for leaf `queue`.
 
     `priority` and `started` (any increasing clock: later is younger) order reclaim
-    victims; `node` is where the pod runs (reclaim looks for victims one node at a time)."""
+    victims; `node` is where the pod runs (reclaim looks for victims one node at a time);
+    `group` names its pod group ("": none), whose members reclaim preempts together."""
 
     pod: str
     queue: str
@@ -42,6 +43,7 @@ class Charge:
     priority: int = 0
     started: float = 0.0
     node: Hashable = None
+    group: str = ""
 
 
 class QuotaBook:
@@ -73,6 +75,7 @@ class QuotaBook:
         priority: int = 0,
         started: float = 0.0,
         node: Hashable = None,
+        group: str = "",
     ) -> Charge:
         """Record that `pod` now holds `units` of `model` for leaf `queue` (limits are not
         checked here: ask `limit_refusal` first; a restarted scheduler charges what is bound)."""
@@ -82,7 +85,7 @@ class QuotaBook:
             raise QuotaBookError(f"pod {pod}: {queue!r} is not a leaf queue")
         if units < 0:
             raise QuotaBookError(f"pod {pod}: negative units {units}")
-        c = Charge(pod, queue, model, Fraction(units), priority, started, node)
+        c = Charge(pod, queue, model, Fraction(units), priority, started, node, group)
         self.charges[pod] = c
         self._pods[queue][pod] = c
         for name in self.tree.paths[queue]:

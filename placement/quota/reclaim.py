@@ -9,13 +9,17 @@ the victim's side at or above its quota without the victims (siblings reclaim fr
 each other inside their parent; a queue never reclaims from a subtree that is within
 its own quota as a whole).
 
+A pod group (`Charge.group`) is preempted whole or not at all: its running members are
+one candidate, whose units on every model (not only the claimant's) must fit in its
+queue's budget, so preempting a gang never pushes its queue below quota anywhere.
+
 Whether the pod then fits is the caller's question (`Fits`), asked with the victims
 taken out: the placement core already answers "does it fit" (`Placer.fits`), so this
 module never answers it again. Victims are sought one node at a time, as kube-scheduler
-preempts: on each node the eligible candidates are taken in order until the pod fits,
-the shortest such prefix is found by bisection, and then victims are given back, most
-important first, while it still fits ("reprieve"). Among the nodes that work, the one
-whose most important victim matters least wins, then the fewest victims.
+preempts: on each node the eligible candidates with a pod there are taken in order until
+the pod fits, the shortest such prefix is found by bisection, and then candidates are
+given back, most important first, while it still fits ("reprieve"). Among the nodes that
+work, the one whose most important victim matters least wins, then the fewest victims.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from fractions import Fraction
 from tessellate.placement.quota.book import Charge, QuotaBook
 
 Fits = Callable[[Sequence[Charge]], bool]
-"""`fits(victims)`: whether the claimant's pod fits with these pods (all on one node) gone."""
+"""`fits(victims)`: whether the claimant's pod fits on `victims[0].node` with `victims` gone.
+The first victim is always on the node being tried; the others are on it too, except other
+members of a victim's pod group, which go with it wherever they run."""
 MAX_NODES = 16
 """Nodes that work after which the search stops (kube-scheduler samples similarly)."""
 
@@ -41,6 +47,29 @@ class Victims:
 
     def rank(self) -> tuple[int, int]:
         return (max(v.priority for v in self.pods), len(self.pods))
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """What preemption takes as one: a pod, or every running member of its pod group."""
+
+    members: tuple[Charge, ...]
+    chain: tuple[str, ...]
+    """The victim's queues below the lowest common ancestor with the claimant."""
+
+    @property
+    def first(self) -> Charge:
+        return self.members[0]
+
+    @property
+    def nodes(self) -> set[Hashable]:
+        return {m.node for m in self.members}
+
+    def units(self) -> dict[str, Fraction]:
+        out: dict[str, Fraction] = {}
+        for m in self.members:
+            out[m.model] = out.get(m.model, Fraction(0)) + m.units
+        return out
 
 
 def victim_order(c: Charge) -> tuple[int, float, str]:
@@ -63,8 +92,7 @@ def reclaim(
     if units <= 0 or not book.within_quota(queue, model, units):
         return None
     claimant = book.tree.paths[queue]
-    budget = _Budget(book, model)
-    candidates = []
+    candidates: list[Candidate] = []
     for other in book.tree.leaves:
         if other == queue:
             continue
@@ -76,8 +104,23 @@ def reclaim(
             continue
         if not all(book.over_quota(q, model) for q in theirs):
             continue
-        candidates += [(c, theirs) for c in book.pods_of(other) if c.model == model]
-    return fewest_victims(candidates, fits, budget.allows, max_nodes=max_nodes)
+        candidates += _candidates(book.pods_of(other), model, theirs)
+    return fewest_victims(candidates, fits, _Budget(book).allows, max_nodes=max_nodes)
+
+
+def _candidates(pods: list[Charge], model: str, chain: tuple[str, ...]) -> list[Candidate]:
+    """A queue's preemptible units that hold some of `model`: single pods and whole groups."""
+    groups: dict[str, list[Charge]] = {}
+    out = []
+    for c in pods:
+        if c.group:
+            groups.setdefault(c.group, []).append(c)
+        elif c.model == model:
+            out.append(Candidate((c,), chain))
+    for members in groups.values():
+        if any(m.model == model for m in members):
+            out.append(Candidate(tuple(sorted(members, key=victim_order)), chain))
+    return out
 
 
 def _below_common(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
@@ -91,23 +134,18 @@ def _below_common(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[tuple[str, ..
 
 
 class _Budget:
-    """Units each queue can give up and stay at or above its quota, less what is taken."""
+    """Units each queue can give up per model and stay at or above its quota, less what is taken."""
 
-    def __init__(self, book: QuotaBook, model: str) -> None:
-        self.book, self.model = book, model
+    def __init__(self, book: QuotaBook) -> None:
+        self.book = book
 
-    def allows(
-        self, taken: Sequence[tuple[Charge, tuple[str, ...]]], c: tuple[Charge, tuple[str, ...]]
-    ) -> bool:
-        charge, chain = c
-        for q in chain:
-            gone = sum((t.units for t, ch in taken if q in ch), Fraction(0))
-            if -self.book.quota_left(q, self.model) - gone < charge.units:
-                return False
+    def allows(self, taken: Sequence[Candidate], c: Candidate) -> bool:
+        for model, units in c.units().items():
+            for q in c.chain:
+                gone = sum((t.units().get(model, Fraction(0)) for t in taken if q in t.chain), Fraction(0))
+                if -self.book.quota_left(q, model) - gone < units:
+                    return False
         return True
-
-
-Candidate = tuple[Charge, tuple[str, ...]]
 
 
 def fewest_victims(
@@ -119,22 +157,23 @@ def fewest_victims(
 ) -> Victims | None:
     """The per-node victim search of the module docstring, over any candidates.
 
-    `allows(taken, c)`: whether `c` may join the victims `taken` so far (a budget rule);
+    `allows(taken, c)`: whether `c` may join the candidates `taken` so far (a budget rule);
     it must stay true for any subset of an allowed set. Generic so that a priority
     preemption can use it with its own candidates (lower-priority pods) and rule."""
     by_node: dict[Hashable, list[Candidate]] = {}
-    for c in sorted(candidates, key=lambda c: victim_order(c[0])):
-        by_node.setdefault(c[0].node, []).append(c)
+    for c in sorted(candidates, key=lambda c: victim_order(c.first)):
+        for node in sorted(c.nodes, key=str):
+            by_node.setdefault(node, []).append(c)
     best: Victims | None = None
     found = 0
     for node, group in by_node.items():  # nodes with the least important pod first
-        floor = group[0][0].priority
+        floor = group[0].first.priority
         if best is not None and best.rank() <= (floor, 1):
             break  # every node left has a victim at least this important
-        chosen = _on_node(group, fits, allows)
+        chosen = _on_node(node, group, fits, allows)
         if chosen is None:
             continue
-        candidate = Victims(node, tuple(c for c, _ in chosen))
+        candidate = Victims(node, _flat(node, chosen))
         if best is None or candidate.rank() < best.rank():
             best = candidate
         found += 1
@@ -143,19 +182,29 @@ def fewest_victims(
     return best
 
 
+def _flat(node: Hashable, chosen: Sequence[Candidate]) -> tuple[Charge, ...]:
+    """The candidates' pods, one on `node` first (what `Fits` reads the node from)."""
+    pods = [m for c in chosen for m in c.members]
+    first = next(i for i, m in enumerate(pods) if m.node == node)
+    return (pods[first], *pods[:first], *pods[first + 1 :])
+
+
 def _on_node(
-    group: list[Candidate], fits: Fits, allows: Callable[[Sequence[Candidate], Candidate], bool]
+    node: Hashable,
+    group: list[Candidate],
+    fits: Fits,
+    allows: Callable[[Sequence[Candidate], Candidate], bool],
 ) -> list[Candidate] | None:
     taken: list[Candidate] = []
     for c in group:
         if allows(taken, c):
             taken.append(c)
-    if not taken or not fits([c for c, _ in taken]):
+    if not taken or not fits(_flat(node, taken)):
         return None
     lo, hi = 1, len(taken)  # the shortest prefix that fits: removing more never hurts
     while lo < hi:
         mid = (lo + hi) // 2
-        if fits([c for c, _ in taken[:mid]]):
+        if fits(_flat(node, taken[:mid])):
             hi = mid
         else:
             lo = mid + 1
@@ -164,6 +213,6 @@ def _on_node(
         if len(chosen) == 1:
             break
         rest = [x for x in chosen if x is not c]
-        if fits([x for x, _ in rest]):
+        if fits(_flat(node, rest)):
             chosen = rest
     return chosen

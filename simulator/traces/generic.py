@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tessellate.placement import MILLI_PER_GPU, InvalidRequestError, NodeSpec, Request
 from tessellate.placement.catalogue import UnknownGpuModelError, gpu_model
+from tessellate.placement.quota.spec import QUEUE_NAME
 from tessellate.simulator.trace import PodRecord, Trace, TraceError
 from tessellate.simulator.traces import openb
 from tessellate.simulator.traces.csvrows import Row, read_rows
@@ -32,7 +33,17 @@ from tessellate.simulator.traces.csvrows import Row, read_rows
 NODE_COLUMNS = ("name", "cpu_milli", "memory_mib", "gpu_count", "gpu_model")
 NODE_OPTIONAL_COLUMNS = ("max_pods", "gpu_replicas")
 POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "gpu_count", "gpu_milli")
-POD_OPTIONAL_COLUMNS = ("gpu_models", "creation_time", "deletion_time")
+POD_OPTIONAL_COLUMNS = (
+    "gpu_models",
+    "creation_time",
+    "deletion_time",
+    "queue",
+    "priority",
+    "pod_group",
+    "pod_group_min",
+)
+TENANCY_COLUMNS = ("queue", "priority", "pod_group", "pod_group_min")
+"""Multi-tenant columns (docs/queues.md); written only when some pod uses them."""
 
 CSV_SUFFIXES = (".csv",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -226,7 +237,24 @@ def _pod(row: Row, seen: dict[str, int]) -> PodRecord:
     deleted = _time(row, "deletion_time")
     if created is not None and deleted is not None and deleted < created:
         raise row.error("deletion_time", f"deleted ({deleted:g}) before created ({created:g})")
-    return PodRecord(name, request, created, deleted)
+    return PodRecord(name, request, created, deleted, **_tenancy(row))
+
+
+def _tenancy(row: Row) -> dict[str, object]:
+    """queue / priority / pod_group / pod_group_min, each optional (absent: default queue, 0, none)."""
+    queue = row.text("queue", default="")
+    if queue and not QUEUE_NAME.match(queue):
+        raise row.error("queue", f"{queue!r} is not a queue name (lower-case letters, digits, '-', '.')")
+    priority = row.integer("priority", minimum=-(2**31), default=0)
+    if priority >= 2**31:
+        raise row.error("priority", f"must fit a Kubernetes priority (int32), got {priority}")
+    group = row.text("pod_group", default="")
+    group_min = row.integer("pod_group_min", minimum=0, default=0)
+    if group_min and not group:
+        raise row.error(
+            "pod_group_min", "given for a pod without a pod_group; name its group or leave it empty"
+        )
+    return {"queue": queue, "priority": priority, "pod_group": group, "pod_group_min": group_min}
 
 
 def load_nodes(path: str | Path) -> tuple[NodeSpec, ...]:
@@ -301,7 +329,7 @@ def _node_columns(trace: Trace) -> dict[str, list[object]]:
 
 def _pod_columns(trace: Trace) -> dict[str, list[object]]:
     requests = [p.request for p in trace.pods]
-    return {
+    columns: dict[str, list[object]] = {
         "name": [p.name for p in trace.pods],
         "cpu_milli": [r.cpu_milli for r in requests],
         "memory_mib": [r.memory_mib for r in requests],
@@ -311,12 +339,20 @@ def _pod_columns(trace: Trace) -> dict[str, list[object]]:
         "creation_time": [p.creation_time for p in trace.pods],
         "deletion_time": [p.deletion_time for p in trace.pods],
     }
+    if any(p.queue or p.priority or p.pod_group for p in trace.pods):
+        columns["queue"] = [p.queue for p in trace.pods]
+        columns["priority"] = [p.priority for p in trace.pods]
+        columns["pod_group"] = [p.pod_group for p in trace.pods]
+        columns["pod_group_min"] = [p.pod_group_min for p in trace.pods]
+    return columns
 
 
 _PARQUET_TYPES = {
     "name": pa.string(),
     "gpu_model": pa.string(),
     "gpu_models": pa.string(),
+    "queue": pa.string(),
+    "pod_group": pa.string(),
     "creation_time": pa.float64(),
     "deletion_time": pa.float64(),
 }

@@ -68,6 +68,18 @@ def test_the_example_queues_are_valid(control_plane: cluster.ControlPlane, queue
     assert result.stdout.count("(server dry run)") == 2, result.stdout
 
 
+def queued_pods(
+    namespace: str, queue: str, prefix: str, count: int, gpus: int, **spec: Any
+) -> list[dict[str, Any]]:
+    """`count` pods of `gpus` whole GPUs in tenant queue `queue`."""
+    made = []
+    for i in range(count):
+        p = cluster.pod(f"{prefix}-{i}", namespace, limits={"nvidia.com/gpu": str(gpus), "cpu": "1"}, **spec)
+        p["metadata"]["labels"] = {"tessellate.dev/queue": queue}
+        made.append(p)
+    return made
+
+
 class Kubelet:
     """The kubelet's part for fake nodes: a pod being deleted goes at once."""
 
@@ -109,14 +121,7 @@ def test_borrowing_reclaim_limit_and_a_restart_that_rebuilds_usage(
     queues.extend([qa, qb])
 
     def pods(queue: str, prefix: str, count: int) -> list[dict[str, Any]]:
-        made = []
-        for i in range(count):
-            p = cluster.pod(
-                f"{prefix}-{i}", namespace, limits={"nvidia.com/gpu": "4", "cpu": "1"}, nodeSelector=selector
-            )
-            p["metadata"]["labels"] = {"tessellate.dev/queue": queue}
-            made.append(p)
-        return made
+        return queued_pods(namespace, queue, prefix, count, 4, nodeSelector=selector)
 
     def bound(prefix: str) -> list[str]:
         return [
@@ -211,19 +216,6 @@ def test_weights_share_idle_gpus_and_quota_is_per_gpu_model(
     )
     queues.extend([light, heavy, mixed])
 
-    def pods(queue: str, prefix: str, count: int, gpus: int, affinity: dict) -> list[dict[str, Any]]:
-        made = []
-        for i in range(count):
-            p = cluster.pod(
-                f"{prefix}-{i}",
-                namespace,
-                limits={"nvidia.com/gpu": str(gpus), "cpu": "1"},
-                affinity=affinity,
-            )
-            p["metadata"]["labels"] = {"tessellate.dev/queue": queue}
-            made.append(p)
-        return made
-
     def groups(*selectors: dict[str, str]) -> dict:
         values = [s["group"] for s in selectors]
         term = {"matchExpressions": [{"key": "group", "operator": "In", "values": values}]}
@@ -231,9 +223,9 @@ def test_weights_share_idle_gpus_and_quota_is_per_gpu_model(
             "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}
         }
 
-    cluster.create_pods(admin, pods(light, "light", 32, 1, groups(h200)))
-    cluster.create_pods(admin, pods(heavy, "heavy", 32, 1, groups(h200)))
-    cluster.create_pods(admin, pods(mixed, "mixed", 8, 4, groups(h100, a100)))
+    cluster.create_pods(admin, queued_pods(namespace, light, "light", 32, 1, affinity=groups(h200)))
+    cluster.create_pods(admin, queued_pods(namespace, heavy, "heavy", 32, 1, affinity=groups(h200)))
+    cluster.create_pods(admin, queued_pods(namespace, mixed, "mixed", 8, 4, affinity=groups(h100, a100)))
 
     def bound() -> dict[str, str]:
         return {

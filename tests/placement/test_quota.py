@@ -332,6 +332,31 @@ def test_reclaim_takes_lowest_priority_then_youngest_and_only_borrowed_pods() ->
     assert reclaim(book, "b", H100, F(5), fits) is None  # beyond b's quota: no reclaim
 
 
+def test_reclaim_takes_a_gang_whole_and_only_when_its_queue_can_spare_all_of_it() -> None:
+    t = tree(queue("a", (H100, 4), (A100, 0)), queue("b", (H100, 4)))
+    book = QuotaBook(t, {H100: 8, A100: 8})
+    for k in range(4):  # a gang on two nodes: 3 H100 and 1 A100
+        model, node = (H100, "h0") if k < 3 else (A100, "a0")
+        book.charge(f"g-{k}", "a", model, F(1), started=9, node=node, group="g")
+    book.charge("s-0", "a", H100, F(1), started=1, node="h1")
+    book.charge("s-1", "a", H100, F(1), started=2, node="h1")  # a: 5 H100 (quota 4), 1 A100 (quota 0)
+    seen: list[tuple[str, list[str]]] = []
+
+    def fits(victims):
+        seen.append((victims[0].node, sorted(v.pod for v in victims)))
+        return True
+
+    found = reclaim(book, "b", H100, F(1), fits)  # the gang would take a to 2 H100 < 4: only a single
+    assert found is not None and [v.pod for v in found.pods] == ["s-1"]
+    assert all("g-0" not in pods for _, pods in seen)
+    book.release("s-0")
+    book.release("s-1")
+    book.charge("x", "a", H100, F(4), node="h2")  # now a holds 7 H100: 3 to spare, the gang's 3 fit
+    found = reclaim(book, "b", H100, F(1), lambda vs: vs[0].node == "h0")
+    assert found is not None and found.node == "h0" and found.pods[0].node == "h0"
+    assert sorted(v.pod for v in found.pods) == ["g-0", "g-1", "g-2", "g-3"]  # whole, A100 member too
+
+
 def test_reclaim_inside_a_parent_and_not_from_a_subtree_within_its_quota() -> None:
     t = tree(
         queue("org", (H100, 8)),
@@ -390,7 +415,9 @@ def setups(draw: st.DrawFn, whole_only: bool) -> tuple[list[NodeSpec], QueueTree
         st.sampled_from(MODELS),
         st.integers(0, 2),
     )
-    op = st.one_of(arrive, arrive, arrive, st.tuples(st.just("depart"), st.integers(0, 10_000)))
+    depart = st.tuples(st.just("depart"), st.integers(0, 10_000))
+    gang = st.tuples(st.just("gang"), st.sampled_from(names), st.integers(2, 4), st.integers(0, 2))
+    op = st.one_of(arrive, arrive, arrive, depart, *([] if whole_only else [gang]))
     return specs, tree(*docs), draw(st.lists(op, min_size=20, max_size=80))
 
 
@@ -419,7 +446,17 @@ def _run(specs: list[NodeSpec], t: QueueTree, ops: list[tuple], whole_only: bool
         if op[0] == "depart":
             if q.book.charges:
                 pods = sorted(q.book.charges)
-                q.release(pods[op[1] % len(pods)])
+                gone = q.book.charges[pods[op[1] % len(pods)]]
+                for c in [c for c in q.book.pods_of(gone.queue) if gone.group and c.group == gone.group] or [
+                    gone
+                ]:
+                    q.release(c.pod)  # a gang leaves whole
+            continue
+        if op[0] == "gang":  # one-GPU members on any model, all or nothing
+            _, name, size, prio = op
+            members = [(f"g{clock}-{k}", whole(1)) for k in range(size)]
+            q.place_group(members, name, size, priority=prio, started=clock, group=f"g{clock}")
+            _check_book(q)
             continue
         _, name, size, model, prio = op
         request = _request(size, model)
@@ -436,15 +473,22 @@ def _run(specs: list[NodeSpec], t: QueueTree, ops: list[tuple], whole_only: bool
                 )
             if victims is not None:
                 event("reclaimed")
+                if any(v.group for v in victims.pods):
+                    event("reclaimed a gang")
                 for v in victims.pods:
-                    assert q.book.usage(v.queue, model) - v.units >= q.book.entry(v.queue, model).quota - F(0)
-                    assert q.book.over_quota(v.queue, model), "reclaim took a pod of a queue within its quota"
+                    assert q.book.over_quota(v.queue, v.model), (
+                        "reclaim took a pod of a queue within its quota"
+                    )
                     assert before[v.pod] == v
-                taken: dict[str, F] = {}
+                    if v.group:  # a gang goes whole
+                        assert {c.pod for c in before.values() if c.group == v.group} <= {
+                            x.pod for x in victims.pods
+                        }
+                taken: dict[tuple[str, str], F] = {}
                 for v in victims.pods:
-                    taken[v.queue] = taken.get(v.queue, F(0)) + v.units
-                for victim_queue, gone in taken.items():  # nobody is pushed below its quota
-                    assert q.book.usage(victim_queue, model) - gone >= q.book.entry(victim_queue, model).quota
+                    taken[(v.queue, v.model)] = taken.get((v.queue, v.model), F(0)) + v.units
+                for (victim_queue, m), gone in taken.items():  # nobody is pushed below its quota
+                    assert q.book.usage(victim_queue, m) - gone >= q.book.entry(victim_queue, m).quota
                 for v in victims.pods:
                     q.release(v.pod)
                 placed = q.place(pod, name, request, priority=prio, started=clock)
