@@ -1,13 +1,14 @@
 """Preemption: a pod that fits nowhere may evict lower-priority pods, as kube-scheduler does.
 
-For each node the pod may use (taints, affinity and resource kind allowed), every bound
-pod of lower priority is taken out of the placement state in a what-if; if the pod then
-fits, victims are given back one at a time, most important first, while it still fits
-(kube-scheduler's "reprieve"), so only the pods that must go are chosen. The state is
-restored exactly afterwards: assignments are released and re-allocated as they were,
-never recomputed. Among the nodes that work, the one whose most important victim matters
-least wins, then the smallest sum of victim priorities, then the fewest victims; nodes are
-examined least important pods first, and the search stops when no node left can win.
+The bound pods of lower priority on the nodes the pod may use (taints, affinity and
+resource kind allowed) are the candidates; the search is the core's
+(`placement.preemption.fewest_victims`, shared with reclaim and the simulator): per
+node, the least important pods go first until the pod fits, then victims are given back,
+most important first, while it still fits (kube-scheduler's "reprieve"); the node whose
+most important victim matters least wins, then the smallest sum of victim priorities,
+then the fewest victims. Whether the pod fits with victims gone is this module's what-if
+(`fits_without`) on the cache's state, restored exactly afterwards: assignments are
+released and re-allocated as they were, never recomputed.
 
 The scheduler then records `status.nominatedNodeName` on the pod, deletes the victims
 (with their grace period, uid-preconditioned) and retries the pod once they are gone.
@@ -18,11 +19,16 @@ Not modelled: PodDisruptionBudgets, and pod groups (their members do not preempt
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import numpy as np
 from tessellate.placement import Assignment, Unschedulable
+from tessellate.placement.preemption import Candidate, fewest_victims
+from tessellate.placement.quota.book import Charge
 
 if TYPE_CHECKING:
     from tessellate.scheduler.cache import ClusterCache
@@ -82,84 +88,82 @@ def find_preemption(cache: ClusterCache, rec: PodRecord) -> Preemption | None:
         return None
     if min(cache.priorities, default=rec.priority) >= rec.priority:
         return None  # the common case, one priority for all: no pod scan
-    state, charges = cache.state, cache.charges
-    assert state is not None and charges is not None
+    state = cache.state
+    assert state is not None
     allowed, _ = cache.filter(rec, pods_matter=False)
     tenancy = cache.tenancy
     queue = tenancy.leaf_or_default(rec) if tenancy.active else None
-    lower: dict[int, list[PodRecord]] = {}
+    lower: list[PodRecord] = []
     for other in cache.pods.values():
         node = state.index.get(other.node_name) if other.node_name else None
         if node is None or not allowed[node] or other.deleting or other.priority >= rec.priority:
             continue
         if queue is not None and tenancy.leaf_or_default(other) != queue:
             continue  # across queues only reclaim takes GPUs back (a queue's quota is guaranteed)
-        if charges.holdings(other.uid):
-            lower.setdefault(node, []).append(other)
-    best: Preemption | None = None
-    found = 0
-    # Nodes whose least important pod matters least first: a node cannot beat the best so
-    # far once even its least important pod outranks the best's most important victim.
-    floor = {node: min(p.priority for p in pods) for node, pods in lower.items()}
-    for node in sorted(lower, key=lambda n: (floor[n], n)):
-        if best is not None and best.rank() <= (floor[node], floor[node], 1):
-            break  # every node left has a victim at least this important
-        victims = victims_on(cache, rec, node, lower[node])
-        if not victims:
-            continue  # never fits there, or fits without evicting anyone (then decide places it)
-        candidate = Preemption(state.names[node], tuple(victims))
-        if best is None or candidate.rank() < best.rank():
-            best = candidate
-        found += 1
-        if found >= MAX_CANDIDATES:
-            break
-    return best
+        lower.append(other)
+    return _search(cache, rec, lower, MAX_CANDIDATES)
 
 
 def victims_on(
     cache: ClusterCache, rec: PodRecord, node: int, lower: list[PodRecord]
 ) -> list[PodRecord] | None:
-    """What-if on one node: the victims that must go for `rec` to fit there (None: it never fits)."""
+    """The search on one node: the victims among `lower` (all on `node`) that must go for `rec`
+    to fit there (None: it never fits, or fits without evicting anyone)."""
+    found = _search(cache, rec, lower, 1)
+    return list(found.victims) if found is not None else None
+
+
+def _search(cache: ClusterCache, rec: PodRecord, lower: list[PodRecord], max_nodes: int) -> Preemption | None:
+    """`placement.preemption.fewest_victims` over `lower`, with the cache's what-if as `fits`."""
     state, charges = cache.state, cache.charges
-    assert state is not None and charges is not None and cache.placer is not None and rec.request is not None
+    assert state is not None and charges is not None
+    candidates = [
+        Candidate(
+            (Charge(other.uid, "", "", Fraction(0), priority=other.priority, started=started(other), node=n),)
+        )
+        for other in lower
+        if (n := state.index.get(other.node_name)) is not None and charges.holdings(other.uid)
+    ]
+    found = fewest_victims(
+        candidates,
+        lambda victims: fits_without(cache, rec, [v.pod for v in victims], int(victims[0].node)),  # type: ignore[arg-type]
+        lambda taken, c: True,
+        max_nodes=max_nodes,
+    )
+    if found is None:
+        return None
+    return Preemption(state.names[int(found.node)], tuple(cache.pods[v.pod] for v in found.pods))  # type: ignore[arg-type]
+
+
+def started(rec: PodRecord) -> float:
+    """Creation time in seconds (preemption takes the youngest first among equals); 0 if unreadable."""
+    raw = (rec.obj.get("metadata") or {}).get("creationTimestamp")
+    try:
+        return datetime.fromisoformat(str(raw).replace("Z", "+00:00")).timestamp() if raw else 0.0
+    except ValueError:
+        return 0.0
+
+
+def fits_without(cache: ClusterCache, rec: PodRecord, uids: Iterable[str], node: int) -> bool:
+    """What-if on one node: with the pods `uids` gone (their GPUs, CPU, memory and extended
+    resources), would `rec` pass the filters and fit there? The state is restored exactly:
+    assignments are released and re-allocated as they were, never recomputed."""
+    state, charges, placer = cache.state, cache.charges, cache.placer
+    assert state is not None and charges is not None and placer is not None and rec.request is not None
     only = np.zeros(len(state), dtype=bool)
     only[node] = True
     used = {name: amounts.copy() for name, amounts in charges.ext_used.items()}
-    held: dict[str, list[Assignment]] = {}
-    out: set[str] = set()
-
-    def take(victim: PodRecord) -> None:
-        held[victim.uid] = [state.release(key) for key in charges.holdings(victim.uid)]
-        for name, amount in charges.extended_charge(victim.uid).items():
-            if name in used:
-                used[name][node] -= amount
-        out.add(victim.uid)
-
-    def give_back(victim: PodRecord) -> None:
-        for assignment in held.pop(victim.uid):
-            state.allocate(assignment)
-        for name, amount in charges.extended_charge(victim.uid).items():
-            if name in used:
-                used[name][node] += amount
-        out.discard(victim.uid)
-
-    def fits() -> bool:
+    held: list[Assignment] = []
+    try:
+        for uid in dict.fromkeys(uids):
+            held.extend(state.release(key) for key in charges.holdings(uid))
+            for name, amount in charges.extended_charge(uid).items():
+                if name in used:
+                    used[name][node] -= amount
         mask, _ = cache.filter(rec, used=used, mask=only)
         return bool(mask[node]) and not isinstance(
-            cache.placer.place(rec.uid, rec.request.request, mask), Unschedulable
+            placer.place(rec.uid, rec.request.request, mask), Unschedulable
         )
-
-    try:
-        for victim in lower:
-            take(victim)
-        if not fits():
-            return None
-        for victim in sorted(lower, key=lambda v: (-v.priority, v.key)):
-            give_back(victim)
-            if not fits():
-                take(victim)
-        return [v for v in lower if v.uid in out]
     finally:
-        for victim in lower:
-            if victim.uid in out:
-                give_back(victim)
+        for assignment in reversed(held):
+            state.allocate(assignment)

@@ -18,12 +18,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
-from datetime import datetime
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from tessellate.placement import Assignment, Unschedulable
+from tessellate.placement import Assignment
 from tessellate.placement.quota import (
     DEFAULT_QUEUE,
     QUEUE_LABEL,
@@ -42,6 +41,7 @@ from tessellate.placement.quota import (
     reclaim,
 )
 from tessellate.placement.quota.book import Charge
+from tessellate.scheduler.preemption import fits_without, started
 
 if TYPE_CHECKING:
     from tessellate.scheduler.cache import ClusterCache
@@ -63,15 +63,6 @@ def tenant_of(rec: PodRecord) -> str:
 def owner(key: str) -> str:
     """The pod uid behind a placement-state key (a time-sliced pod holds `uid#sliceK` too)."""
     return key.split("#slice", 1)[0]
-
-
-def _started(rec: PodRecord) -> float:
-    """Creation time in seconds (reclaim takes the youngest first); 0 when unreadable."""
-    raw = (rec.obj.get("metadata") or {}).get("creationTimestamp")
-    try:
-        return datetime.fromisoformat(str(raw).replace("Z", "+00:00")).timestamp() if raw else 0.0
-    except ValueError:
-        return 0.0
 
 
 @dataclass(frozen=True)
@@ -195,7 +186,7 @@ class Tenancy:
                 model,
                 units,
                 priority=rec.priority,
-                started=_started(rec),
+                started=started(rec),
                 node=assignment.node,
             )
             self._charged[key] = assignment
@@ -285,30 +276,19 @@ class Tenancy:
     def _fits_without(
         cache: ClusterCache, rec: PodRecord, victims: Sequence[Charge], nodes: np.ndarray, leaving: Set[str]
     ) -> bool:
-        """What-if: release the victims' (and the leaving pods') allocations on their node, ask
-        the core, allocate them back as they were."""
-        state, placer, charges = cache.state, cache.placer, cache.charges
-        assert state is not None and placer is not None and charges is not None and rec.request is not None
+        """The preemption what-if (`scheduler.preemption.fits_without`) on the first victim's
+        node, with the pods already leaving from that node counted as gone too."""
+        state = cache.state
+        assert state is not None
         node = int(victims[0].node)  # type: ignore[arg-type]
         if not nodes[node]:
             return False
-        gone = {owner(c.pod) for c in victims}
         here = state.names[node]
-        gone |= {
+        gone = [owner(c.pod) for c in victims]
+        gone += [
             uid for uid in leaving if (other := cache.pods.get(uid)) is not None and other.node_name == here
-        }
-        keys = {key for uid in gone for key in charges.holdings(uid)}
-        held = [state.release(key) for key in sorted(keys)]
-        try:
-            only = np.zeros(len(state), dtype=bool)
-            only[node] = True
-            mask, _ = cache.filter(rec, mask=only)
-            return bool(mask[node]) and not isinstance(
-                placer.place(rec.uid, rec.request.request, mask), Unschedulable
-            )
-        finally:
-            for assignment in reversed(held):
-                state.allocate(assignment)
+        ]
+        return fits_without(cache, rec, gone, node)
 
     # -- ordering, status and metrics -------------------------------------------------------
 

@@ -20,9 +20,12 @@ metrics row per time), but pods belong to queues (`PodRecord.queue`, a leaf of t
   group's pods in the trace) are pending or running; members arriving later join a
   running group one by one. Preempting one member preempts its whole group.
 
-Not modelled here: priority preemption outside reclaim (the only victim search for it
-is the live scheduler's, scheduler/preemption.py), reclaim on behalf of a pod group (a
-group waits for idle capacity), batch mode.
+- A pod that still does not fit preempts lower-priority pods of its own queue, as the live
+  scheduler does (`QueuedPlacer.preempt_for`: the same victim search,
+  `placement.preemption`, lowest priority then youngest, the fewest needed).
+
+Not modelled here: reclaim or priority preemption on behalf of a pod group (a group waits
+for idle capacity), batch mode.
 """
 
 from __future__ import annotations
@@ -158,6 +161,10 @@ class QueuedTimedReplay(TimedReplay):
         self.started_once: set[str] = set()
         self.delays_by_queue: dict[str, list[float]] = {}
         self.reclaim_events: list[ReclaimEvent] = []
+        self.priority_preemptions = 0
+        """Pods started by preempting lower-priority pods of their own queue."""
+        self.priorities_vary = len({pod.priority for pod in trace.pods}) > 1
+        """Without two priorities no pod can preempt another: the search is skipped."""
         self.preempted: dict[str, int] = {}
         self.unknown: dict[str, int] = {}
         self.restarted = self.groups_started = self.group_rollbacks = 0
@@ -279,7 +286,7 @@ class QueuedTimedReplay(TimedReplay):
         heap = [(rank(q), q) for q in candidates]
         heapq.heapify(heap)
         failed: list[Request] = []
-        reclaim_tried: set[tuple[str, Request]] = set()
+        reclaim_tried: set[tuple] = set()
         reclaimed = False
         while heap:
             _, queue = heapq.heappop(heap)
@@ -296,7 +303,7 @@ class QueuedTimedReplay(TimedReplay):
         return reclaimed
 
     def _try_pod(
-        self, pod: str, queue: str, now: float, failed: list[Request], reclaim_tried: set[tuple[str, Request]]
+        self, pod: str, queue: str, now: float, failed: list[Request], reclaim_tried: set[tuple]
     ) -> bool:
         """One attempt; True if it reclaimed capacity."""
         p = self.pods.pods[pod]
@@ -320,11 +327,40 @@ class QueuedTimedReplay(TimedReplay):
             failed.append(request)
         if decision is not None and pod not in self.reasons:
             self.reasons[pod] = self.qp.why(queue, request, mask, decision).message
-        if (
-            not self.reclaim_enabled
-            or (queue, request) in reclaim_tried
-            or len(reclaim_tried) >= self.reclaim_limit
-        ):
+        if len(reclaim_tried) >= self.reclaim_limit:
+            return False
+        if self._try_reclaim(pod, queue, request, now, failed, reclaim_tried):
+            return True
+        return self._try_priority(pod, queue, request, now, failed, reclaim_tried)
+
+    def _try_priority(
+        self, pod: str, queue: str, request: Request, now: float, failed: list[Request], tried: set
+    ) -> bool:
+        """Priority preemption within the pod's queue (`QueuedPlacer.preempt_for`); True if it
+        preempted."""
+        priority = self.pods.pods[pod].record.priority
+        key = ("priority", queue, request, priority)
+        if not self.priorities_vary or key in tried:
+            return False
+        if not any(c.priority < priority for c in self.book.pods_of(queue)):
+            return False
+        tried.add(key)
+        victims = self.qp.preempt_for(queue, request, priority)
+        if victims is None:
+            return False
+        self._preempt([v.pod for v in victims.pods], now)
+        self.priority_preemptions += 1
+        failed.clear()  # capacity was freed: what failed before may fit now
+        decision = self.placer.place(pod, request, quota_mask(self.book, self.qp.kinds, queue, request))
+        if isinstance(decision, Assignment):
+            self._begin(pod, queue, decision, now)
+        return True
+
+    def _try_reclaim(
+        self, pod: str, queue: str, request: Request, now: float, failed: list[Request], reclaim_tried: set
+    ) -> bool:
+        """Reclaim for a pod within its queue's quota; True if it preempted."""
+        if not self.reclaim_enabled or (queue, request) in reclaim_tried:
             return False
         if not any(self.book.within_quota(queue, m, u) for m, u in self.qp.kinds.demand(request).items()):
             return False
@@ -435,6 +471,7 @@ class QueuedTimedReplay(TimedReplay):
             unknown_queue=self.unknown,
             groups_started=self.groups_started,
             group_rollbacks=self.group_rollbacks,
+            priority_preemptions=self.priority_preemptions,
         )
         return result
 
@@ -484,4 +521,4 @@ def run_queued(
 
 def needs_queues(trace: Trace) -> bool:
     """Whether a trace uses queue-only features (queues, priorities, pod groups)."""
-    return any(p.queue or p.pod_group for p in trace.pods)
+    return any(p.queue or p.pod_group for p in trace.pods) or len({p.priority for p in trace.pods}) > 1

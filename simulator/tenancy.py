@@ -61,6 +61,8 @@ class TenancyResult:
     groups_started: int = 0
     group_rollbacks: int = 0
     """Pod-group passes that placed some members and took them back (too few fitted)."""
+    priority_preemptions: int = 0
+    """Pods started by preempting lower-priority pods of their own queue."""
 
     def index(self, queue: str) -> int:
         return self.queues.index(queue)

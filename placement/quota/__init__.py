@@ -7,11 +7,12 @@ quota questions, `fairshare` and `order` decide who gets idle GPUs and who goes 
 `Placer`. The live scheduler and the simulator drive the same objects.
 """
 
+from tessellate.placement.preemption import Candidate, Victims, fewest_victims, victim_order
 from tessellate.placement.quota.book import GPU_RESOURCE, Charge, QuotaBook, QuotaBookError
 from tessellate.placement.quota.fairshare import Claim, fair_shares, water_fill
 from tessellate.placement.quota.nodes import NodeKind, NodeKinds, blocking_messages, gpu_capacity, quota_mask
 from tessellate.placement.quota.order import dominant_ratio, pod_order, queue_key, queue_order
-from tessellate.placement.quota.reclaim import Candidate, Victims, fewest_victims, reclaim, victim_order
+from tessellate.placement.quota.reclaim import reclaim
 from tessellate.placement.quota.spec import (
     ANY_MODEL,
     DEFAULT_QUEUE,

@@ -17,9 +17,10 @@ import numpy as np
 from tessellate.placement.cycle import Placer
 from tessellate.placement.gang import GroupOutcome, demand_order, place_together
 from tessellate.placement.model import Assignment, Request, Unschedulable
+from tessellate.placement.preemption import Candidate, Victims, fewest_victims, victim_order
 from tessellate.placement.quota.book import Charge, QuotaBook
 from tessellate.placement.quota.nodes import NodeKinds, blocking_messages, quota_mask
-from tessellate.placement.quota.reclaim import Victims, reclaim
+from tessellate.placement.quota.reclaim import reclaim
 from tessellate.placement.quota.units import placed_units
 
 
@@ -105,6 +106,28 @@ class QueuedPlacer:
             if found is not None:
                 return found
         return None
+
+    def preempt_for(self, queue: str, request: Request, priority: int) -> Victims | None:
+        """Lower-priority pods of the same queue whose preemption lets `request` fit: priority
+        preemption as the live scheduler does it (within a queue; across queues only reclaim
+        takes GPUs), through the same search (`placement.preemption.fewest_victims`). A pod
+        group is one candidate, and only when every running member has a lower priority."""
+        singles: list[Candidate] = []
+        groups: dict[str, list[Charge]] = {}
+        for c in self.book.pods_of(queue):
+            if c.group:
+                groups.setdefault(c.group, []).append(c)
+            elif c.priority < priority:
+                singles.append(Candidate((c,)))
+        for members in groups.values():
+            if all(m.priority < priority for m in members):
+                singles.append(Candidate(tuple(sorted(members, key=victim_order))))
+        if not singles:
+            return None
+        everywhere = np.ones(len(self.state), dtype=bool)
+        return fewest_victims(
+            singles, lambda vs: self._fits_without(request, vs, everywhere), lambda taken, c: True
+        )
 
     def _fits_without(self, request: Request, victims: Sequence[Charge], kind: np.ndarray) -> bool:
         """Whether `request` fits on the first victim's node with all `victims` released."""

@@ -15,66 +15,17 @@ queue's budget, so preempting a gang never pushes its queue below quota anywhere
 
 Whether the pod then fits is the caller's question (`Fits`), asked with the victims
 taken out: the placement core already answers "does it fit" (`Placer.fits`), so this
-module never answers it again. Victims are sought one node at a time, as kube-scheduler
-preempts: on each node the eligible candidates with a pod there are taken in order until
-the pod fits, the shortest such prefix is found by bisection, and then candidates are
-given back, most important first, while it still fits ("reprieve"). Among the nodes that
-work, the one whose most important victim matters least wins, then the fewest victims.
+module never answers it again. The search itself, node by node with bisection and
+reprieve, is the one priority preemption uses too (`placement.preemption`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from fractions import Fraction
 
+from tessellate.placement.preemption import MAX_NODES, Candidate, Fits, Victims, fewest_victims, victim_order
 from tessellate.placement.quota.book import Charge, QuotaBook
-
-Fits = Callable[[Sequence[Charge]], bool]
-"""`fits(victims)`: whether the claimant's pod fits on `victims[0].node` with `victims` gone.
-The first victim is always on the node being tried; the others are on it too, except other
-members of a victim's pod group, which go with it wherever they run."""
-MAX_NODES = 16
-"""Nodes that work after which the search stops (kube-scheduler samples similarly)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Victims:
-    """The pods to preempt and the node they free."""
-
-    node: Hashable
-    pods: tuple[Charge, ...]
-
-    def rank(self) -> tuple[int, int]:
-        return (max(v.priority for v in self.pods), len(self.pods))
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """What preemption takes as one: a pod, or every running member of its pod group."""
-
-    members: tuple[Charge, ...]
-    chain: tuple[str, ...]
-    """The victim's queues below the lowest common ancestor with the claimant."""
-
-    @property
-    def first(self) -> Charge:
-        return self.members[0]
-
-    @property
-    def nodes(self) -> set[Hashable]:
-        return {m.node for m in self.members}
-
-    def units(self) -> dict[str, Fraction]:
-        out: dict[str, Fraction] = {}
-        for m in self.members:
-            out[m.model] = out.get(m.model, Fraction(0)) + m.units
-        return out
-
-
-def victim_order(c: Charge) -> tuple[int, float, str]:
-    """Lowest priority first, then youngest (latest `started`), then by name."""
-    return (c.priority, -c.started, c.pod)
 
 
 def reclaim(
@@ -146,73 +97,3 @@ class _Budget:
                 if -self.book.quota_left(q, model) - gone < units:
                     return False
         return True
-
-
-def fewest_victims(
-    candidates: Iterable[Candidate],
-    fits: Fits,
-    allows: Callable[[Sequence[Candidate], Candidate], bool],
-    *,
-    max_nodes: int = MAX_NODES,
-) -> Victims | None:
-    """The per-node victim search of the module docstring, over any candidates.
-
-    `allows(taken, c)`: whether `c` may join the candidates `taken` so far (a budget rule);
-    it must stay true for any subset of an allowed set. Generic so that a priority
-    preemption can use it with its own candidates (lower-priority pods) and rule."""
-    by_node: dict[Hashable, list[Candidate]] = {}
-    for c in sorted(candidates, key=lambda c: victim_order(c.first)):
-        for node in sorted(c.nodes, key=str):
-            by_node.setdefault(node, []).append(c)
-    best: Victims | None = None
-    found = 0
-    for node, group in by_node.items():  # nodes with the least important pod first
-        floor = group[0].first.priority
-        if best is not None and best.rank() <= (floor, 1):
-            break  # every node left has a victim at least this important
-        chosen = _on_node(node, group, fits, allows)
-        if chosen is None:
-            continue
-        candidate = Victims(node, _flat(node, chosen))
-        if best is None or candidate.rank() < best.rank():
-            best = candidate
-        found += 1
-        if found >= max_nodes:
-            break
-    return best
-
-
-def _flat(node: Hashable, chosen: Sequence[Candidate]) -> tuple[Charge, ...]:
-    """The candidates' pods, one on `node` first (what `Fits` reads the node from)."""
-    pods = [m for c in chosen for m in c.members]
-    first = next(i for i, m in enumerate(pods) if m.node == node)
-    return (pods[first], *pods[:first], *pods[first + 1 :])
-
-
-def _on_node(
-    node: Hashable,
-    group: list[Candidate],
-    fits: Fits,
-    allows: Callable[[Sequence[Candidate], Candidate], bool],
-) -> list[Candidate] | None:
-    taken: list[Candidate] = []
-    for c in group:
-        if allows(taken, c):
-            taken.append(c)
-    if not taken or not fits(_flat(node, taken)):
-        return None
-    lo, hi = 1, len(taken)  # the shortest prefix that fits: removing more never hurts
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if fits(_flat(node, taken[:mid])):
-            hi = mid
-        else:
-            lo = mid + 1
-    chosen = taken[:lo]
-    for c in reversed(list(chosen)):  # reprieve, most important first
-        if len(chosen) == 1:
-            break
-        rest = [x for x in chosen if x is not c]
-        if fits(_flat(node, rest)):
-            chosen = rest
-    return chosen

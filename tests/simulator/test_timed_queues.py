@@ -160,7 +160,7 @@ def test_siblings_reclaim_inside_their_parent_but_not_across_it() -> None:
 
 
 def test_within_a_queue_priority_then_arrival() -> None:
-    pods = [PodRecord("hold", gpus(8), 0, 100, "a")]
+    pods = [PodRecord("hold", gpus(8), 0, 100, "a", priority=9)]  # outranks both: never preempted
     pods += [PodRecord(f"low-{i}", gpus(8), 10 + i, None, "a", priority=0) for i in range(2)]
     pods += [PodRecord("high", gpus(8), 20, None, "a", priority=5)]
     result = run_queued(Trace("t", tuple(nodes(1)), tuple(pods)), "bestfit", queues=queues(("a", (H100, 8))))
@@ -336,3 +336,37 @@ def test_random_replays_never_break_a_limit(case: tuple[Trace, QueueTree]) -> No
     assert np.all(t.usage <= t.limit[None, :, :] + 1e-9)
     assert result.placed + result.never_placed == len(result.outcome)  # preempted pods count as placed
     assert np.all(t.usage.sum(axis=1)[:, 0] <= 16 + 1e-9)
+
+
+# -- priority preemption (the live scheduler's rule: within a queue) --------------------------
+
+
+def test_a_higher_priority_pod_preempts_the_youngest_lower_priority_pod_of_its_queue() -> None:
+    low = team("a", 2, 0, 100, gpus(4), priority=0)
+    high = [PodRecord("urgent", gpus(4), 10, 50, "a", priority=10)]
+    result = run_queued(
+        Trace("t", tuple(nodes(1)), tuple(low + high)), "bestfit", queues=queues(("a", (H100, 8)))
+    )
+    assert result.start_time["urgent"] == 10  # at once, by preempting
+    assert result.tenancy.priority_preemptions == 1 and result.tenancy.preempted == {"a": 1}
+    assert result.tenancy.restarted == 1 and usage(result, "a")[at(result, 60)] == 8  # a-01 is back
+
+
+def test_priority_never_preempts_across_queues_only_reclaim_does() -> None:
+    low = team("a", 2, 0, 100, gpus(4), priority=0)
+    high = [PodRecord("urgent", gpus(4), 10, 50, "b", priority=10)]
+    tree = queues(("a", (H100, 8)), ("b", (H100, 0)))  # b has no quota: it may not reclaim either
+    result = run_queued(Trace("t", tuple(nodes(1)), tuple(low + high)), "bestfit", queues=tree)
+    assert "urgent" not in result.start_time or result.start_time["urgent"] >= 100
+    assert result.tenancy.priority_preemptions == 0 and not result.tenancy.preempted
+
+
+def test_a_trace_with_priorities_alone_goes_through_the_queued_replay() -> None:
+    from tessellate.simulator.queued import needs_queues
+
+    low = team("", 2, 0, 100, gpus(4), priority=0)
+    plain = Trace("t", tuple(nodes(1)), tuple(low))
+    assert not needs_queues(plain)
+    assert needs_queues(
+        Trace("t", tuple(nodes(1)), (*low, PodRecord("urgent", gpus(4), 10, 50, "", priority=10)))
+    )
