@@ -112,6 +112,7 @@ class Scheduler:
         self.metrics.watch_queue(self.queue.depth)
         self.metrics.watch_gpus(self._gpu_usage)
         self.metrics.watch_nodes(self._node_problems)
+        self.metrics.watch_unschedulable(self.cache, self._pending)
         self.metrics.cache_rebuilds.set_function(lambda: self.cache.rebuilds)
         self._heartbeat = time.monotonic()
         self._loop_errors = 0

@@ -9,8 +9,10 @@ from the cache at scrape time, so they are never stale.
 from __future__ import annotations
 
 import logging
+import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
@@ -20,6 +22,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from tessellate.scheduler.cache import ClusterCache
+    from tessellate.scheduler.podrecord import PodRecord
     from tessellate.scheduler.tenancy import Tenancy
 
 log = logging.getLogger("tessellate.metrics")
@@ -88,6 +92,74 @@ class NodeProblemCollector(Collector):
             problems = {}
         for node, quarantined in sorted(problems.items()):
             family.add_metric([node, "quarantined" if quarantined else "degraded"], 1)
+        yield family
+
+
+_FIT_ERROR = re.compile(r"0/\d+ nodes are available: (.+?)\.?$")
+_COUNTED = re.compile(r"^\d+ ")
+
+
+def unschedulable_reasons(message: str) -> list[str]:
+    """The reasons in a FailedScheduling message, with their node counts stripped so that the
+    label takes few values: `0/5 nodes are available: 3 Insufficient cpu, 2 node(s) had no GPU.`
+    gives `Insufficient cpu` and `node(s) had no GPU`. Messages without the per-node list are
+    classed as `queue` (the pod's Queue is missing or broken), `pod group` (its group cannot
+    start yet; the fit reasons follow when there are some) or `other` (the pod as written
+    cannot be scheduled; its events say why). A queue's limit, whose words carry the usage,
+    is `queue limit`."""
+    reasons = []
+    if message.startswith("queue "):
+        return ["queue"]
+    if message.startswith("pod group "):
+        reasons.append("pod group")
+    fit = _FIT_ERROR.search(message)
+    if fit is not None:
+        for part in re.split(r", (?=\d+ )", fit.group(1)):
+            reason = _COUNTED.sub("", part)
+            reasons.append("queue limit" if reason.startswith("queue ") else reason)
+    return reasons or ["other"]
+
+
+def unschedulable_message(pod: Mapping) -> str | None:
+    """The message of the pod's `PodScheduled=False, reason=Unschedulable` condition, if any."""
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if (cond.get("type"), cond.get("status"), cond.get("reason")) == (
+            "PodScheduled",
+            "False",
+            "Unschedulable",
+        ):
+            return str(cond.get("message") or "")
+    return None
+
+
+class UnschedulableCollector(Collector):
+    """`tessellate_unschedulable_pods{reason}`: pods waiting after a failed attempt, by reason.
+
+    Read at scrape time from the condition the scheduler writes on each pod it could not
+    place (so a standby, whose cache sees the same pods, reports the same numbers). A pod
+    counts once under each reason its message gives, as kube-scheduler's
+    `scheduler_unschedulable_pods{plugin}` counts a pod under each plugin that rejected it."""
+
+    def __init__(self, pods: Callable[[], Iterable[Mapping]]):
+        self.pods = pods
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "tessellate_unschedulable_pods",
+            "Pods waiting after a failed scheduling attempt, by reason (a pod counts under each "
+            "reason its FailedScheduling message gives)",
+            labels=["reason"],
+        )
+        counts: Tally[str] = Tally()
+        try:
+            for pod in self.pods():
+                message = unschedulable_message(pod)
+                if message is not None:
+                    counts.update(set(unschedulable_reasons(message)))
+        except Exception:
+            log.exception("counting unschedulable pods failed")
+        for reason, count in sorted(counts.items()):
+            family.add_metric([reason], count)
         yield family
 
 
@@ -186,6 +258,16 @@ class SchedulerMetrics:
 
     def watch_nodes(self, problems: Callable[[], dict[str, bool]]) -> None:
         self.registry.register(NodeProblemCollector(problems))
+
+    def watch_unschedulable(self, cache: ClusterCache, pending: Callable[[PodRecord], bool]) -> None:
+        """Export `tessellate_unschedulable_pods` for the pods `pending` says are ours to place
+        (bound pods and decisions whose bind is in flight are not waiting)."""
+
+        def waiting() -> list[Mapping]:
+            with cache.lock:
+                return [r.obj for r in cache.pods.values() if pending(r) and r.uid not in cache.assumed]
+
+        self.registry.register(UnschedulableCollector(waiting))
 
     def watch_queue(self, depth: Callable[[], dict[str, int]]) -> None:
         for name in ("active", "backoff", "unschedulable"):
