@@ -14,6 +14,7 @@ import pytest
 import yaml
 from tessellate.scheduler.config import load_config
 from tessellate.scheduler.gang import pod_group
+from tessellate.scheduler.plugins import DEFAULT_FILTERS
 
 from integration import cluster, rbac
 from tessellate.kube import ApiError, KubeClient
@@ -115,6 +116,7 @@ def test_base_contains_every_component_in_the_tessellate_namespace(base: list[di
 
 def test_configmap_config_loads_with_leader_election_on(config_path: Path) -> None:
     config = load_config(config_path)
+    assert config.filters == list(DEFAULT_FILTERS)  # a plugin left out of the file is off in the cluster
     assert config.schedulerName == "tessellate"
     assert config.leaderElection.leaderElect is True
     assert config.leaderElection.resourceNamespace == SYSTEM_NS
