@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tessellate.placement import MAX_GPUS_PER_NODE, MAX_QUANTITY, MILLI_PER_GPU, NodeSpec
-from tessellate.placement.catalogue import GPU_MODELS
+from tessellate.placement.catalogue import GPU_MODELS, model_for_product
 from tessellate.placement.mig import MigError, geometry
 from tessellate.placement.model import MAX_MIG_INSTANCES_PER_NODE, MigSpec
 from tessellate.placement.topology import NodeTopology, TopologyError
@@ -51,8 +51,9 @@ log = logging.getLogger("tessellate.nodes")
 def gpu_model_name(product: str) -> str:
     """The catalogue name for a gpu.product label when we know it, else the label itself."""
     product = product.removesuffix(SHARED_SUFFIX)
-    if product in GPU_MODELS:
-        return product
+    model = model_for_product(product)  # the simulator reads traces with the same mapping
+    if model in GPU_MODELS:
+        return model
     try:
         return geometry(product).model
     except MigError:

@@ -16,15 +16,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tessellate import queues_cli
+from tessellate import queues_cli, sweep_cli
 from tessellate.agent_cli import add_agent_command, run_agent_command
 from tessellate.mig_cli import add_mig_commands, run_mig_command
 from tessellate.placement import PAPER_POLICIES, POLICIES, InvalidRequestError
-from tessellate.placement.catalogue import UnknownGpuModelError
+from tessellate.placement.catalogue import CatalogueFileError, UnknownGpuModelError, extend_catalogue
 from tessellate.scheduler_cli import add_scheduler_command, run_scheduler_command
 from tessellate.simulator.kinds import SYNTHETIC_KINDS
 from tessellate.simulator.queuefile import QueueFileError
 from tessellate.simulator.trace import TraceError
+from tessellate.trace_cli import add_trace_parser, run_trace_command
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -47,7 +48,12 @@ examples:
   tessellate sim timed --nodes N.csv --pods P.csv --policy bestfit --max-wait 3600 --out out/
 
 Writes timeseries.csv (time, allocation ratio, fragmentation, pending, running),
-pods.csv (outcome, start time and queueing delay per pod) and summary.csv.
+pods.csv (per pod: outcome, never_placed_cause, creation_s, start_s, delay_s = start -
+creation, GPU request, the scheduler's message on arrival) and summary.csv; never_placed
+is split into its causes: fits_no_node (larger than any empty node: more nodes of these
+shapes never help), timed_out (waited past --max-wait), withdrawn (deleted while
+pending), pending_at_end. With --plot also timeline.png (allocation and pending over
+time), delay_cdf.png (queueing-delay CDF) and timed.html (all of it on one page).
 """
 
 EPILOG_COMPARE = """\
@@ -74,13 +80,20 @@ examples:
       --pods openb_pod_list_default.csv --tune 1.3 --seed 42 --at 100,130 --policies fgd,bestfit
 
 For the first n arrivals of the FGD protocol (the last event the paper's column x averages),
-prints an upper bound no policy can beat (a configuration LP by column generation; the bound is
-Lagrangian, so it stays valid when the time limit stops the solver early) and a feasible
-offline packing (replayed through the cluster state's own checks).
-Modelled exactly: CPU, memory and pod count per node, whole GPUs, fractions GPU by GPU
-(milli-GPU, GPU memory, sharer limits), GPU models, time-sliced GPUs.
-Relaxed (the bound stays valid): MIG instances count by compute share against the node's GPU
-capacity, without slot positions. CPU-only pods hold no GPU and are left out.
+prints an upper bound no policy can beat and a feasible offline packing (replayed through the
+cluster state's own checks). The upper bound is the smaller of two, each a dual certificate
+that stays valid when the time limit stops its solver early:
+  aggregate LP (about a second): fractions packed GPU by GPU exactly, as patterns (milli-GPU,
+    GPU memory, sharer limits; no GPU shared with a whole-GPU pod), whole GPUs, GPU models,
+    time-sliced GPUs; relaxed: CPU, memory and pod count are pooled per node type (summed
+    over its identical nodes), not per node. This is the bound that is usually tight.
+  configuration LP (column generation, the rest of the time): also CPU, memory and pod count
+    per node exactly, but only as tight as its pricing's proven bounds, which on 8-GPU nodes
+    rarely close in time; its configurations are what the packing is built from (an integer
+    program picks whole copies of them, then a greedy fill).
+Relaxed in both (the bound stays valid): MIG instances count by compute share against the
+node's GPU capacity, without slot positions. CPU-only pods hold no GPU and are left out.
+A longer --time-limit mostly raises the offline packing; the upper bound comes early.
 """
 
 
@@ -175,7 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tessellate",
         description="GPU-aware Kubernetes scheduling: run the scheduler, simulate and compare policies.",
     )
+    parser.add_argument(
+        "--gpu-catalogue",
+        metavar="YAML",
+        action="append",
+        default=[],
+        help="add GPU models (and product labels that mean them) from a YAML list, e.g. "
+        "[{name: L20-48GB, memoryGiB: 48, products: [NVIDIA-L20]}]; repeatable",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_trace_parser(commands)
     sim = commands.add_parser(
         "sim",
         help="replay traces through the placement core",
@@ -252,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="solver time per batch with --batch (default 0.2)",
     )
     timed.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
+    timed.add_argument(
+        "--plot", action="store_true", help="also write timeline.png, delay_cdf.png and timed.html"
+    )
 
     compare = sim_commands.add_parser(
         "compare",
@@ -288,7 +313,16 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--bound-time-limit", type=float, default=60.0, metavar="S", help="seconds per bound (default 60)"
     )
+    compare.add_argument(
+        "--gpu-hour-price",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="price of one GPU-hour: stranded GPUs are also shown in money per month (730 h)",
+    )
     _add_bound_parser(sim_commands)
+    sweep_cli.add_sweep_parser(sim_commands)
+    sweep_cli.refuse_repeated_options(sim)
     add_mig_commands(commands)
     add_scheduler_command(commands)
     add_agent_command(commands)
@@ -545,6 +579,7 @@ def _batch_options(args: argparse.Namespace):
 def cmd_sim_timed(args: argparse.Namespace) -> None:
     import pandas as pd
 
+    from tessellate.simulator.causes import cause_counts, never_placed_causes, pods_frame
     from tessellate.simulator.timed import run_timed
 
     trace = _sources(args)[0].load()
@@ -583,15 +618,10 @@ def cmd_sim_timed(args: argparse.Namespace) -> None:
             **({} if grid.mig_frag_slices is None else {"mig_frag_slices": grid.mig_frag_slices}),
         }
     ).to_csv(args.out / "timeseries.csv", index=False)
-    pd.DataFrame(
-        {
-            "pod": list(result.outcome),
-            "outcome": list(result.outcome.values()),
-            "start_s": [result.start_time.get(p) for p in result.outcome],
-            "reason_on_arrival": [result.reasons.get(p, "") for p in result.outcome],
-        }
-    ).to_csv(args.out / "pods.csv", index=False)
+    causes = never_placed_causes(trace, result)
+    pods_frame(trace, result, causes).to_csv(args.out / "pods.csv", index=False)
     summary = result.summary()
+    summary.update({f"never_placed_{k}": float(v) for k, v in cause_counts(causes).items()})
     pd.DataFrame([{"workload": trace.name, "policy": args.policy, **summary}]).to_csv(
         args.out / "summary.csv", index=False
     )
@@ -615,6 +645,11 @@ def cmd_sim_timed(args: argparse.Namespace) -> None:
         html = queues_cli.write_outputs(args.out, result, label, queue_note, seconds)
         out_console.print(queues_cli.queue_table({label: result.tenancy}))
         out_console.print(f"{queue_note}. Per-queue report: {html}")
+    if args.plot:
+        from tessellate.simulator.report.timed import write_timed_report
+
+        page = write_timed_report(args.out, trace.name, {args.policy: result}, causes={args.policy: causes})
+        out_console.print(f"Plots and report: {page}")
     out_console.print(f"{len(result.outcome)} pods in {seconds:.2f} s. Results in {args.out}/")
 
 
@@ -623,8 +658,11 @@ def cmd_sim_compare(args: argparse.Namespace) -> None:
         queues_cli.cmd_compare_queues(args)
         return
     from tessellate.simulator import report
-    from tessellate.simulator.experiment import RunSpec, frames, run_grid
+    from tessellate.simulator.experiment import RunSpec, frames, model_frame, run_grid
+    from tessellate.simulator.report.money import fragmentation_sentences, model_summary
 
+    if args.gpu_hour_price is not None and not args.gpu_hour_price > 0:
+        raise UsageError("--gpu-hour-price must be a positive price per GPU-hour, e.g. 2.5")
     sources = _sources(args)
     for source in sources:  # fail fast on a bad file, before starting workers
         source.load()
@@ -663,18 +701,63 @@ def cmd_sim_compare(args: argparse.Namespace) -> None:
             "synthetic (openb-like)" if s.is_synthetic else f"{s.nodes} + {s.pods}" for s in sources
         ),
     }
-    html = report.write_report(args.out, alloc, frag, frag_ratio, extra=extra, meta=meta, bound=bound)
+    models = model_frame(records)
+    html = report.write_report(
+        args.out,
+        alloc,
+        frag,
+        frag_ratio,
+        extra=extra,
+        meta=meta,
+        bound=bound,
+        models=models,
+        gpu_hour_price=args.gpu_hour_price,
+    )
     summary = report.with_bound(report.summarize(alloc, frag, frag_ratio, extra), bound)
     out_console = _stdout_console()
     out_console.print(report.render_table(summary))
+    if models["gpu_model"].nunique() > 1:
+        out_console.print(_model_table(model_summary(models)))
+    for _, why in report.best_verdicts(summary).values():
+        if why.startswith(("no significant", "one seed")):
+            out_console.print(f"best policy: {why}")
     for sentence in report.bound_sentences(summary, bound):
         out_console.print(sentence)
+    for sentence in fragmentation_sentences(models, args.gpu_hour_price):
+        out_console.print(sentence, soft_wrap=True)  # one line: easy to grep and to paste
     out_console.print(f"{len(records)} runs in {wall:.1f} s. Report: {html}")
+
+
+def _model_table(per_model) -> Table:
+    """`sim compare`'s per GPU model breakdown at the end of the runs."""
+    table = Table(title="per GPU model, end of run (130 % arrived): mean ± sd over seeds")
+    for name in ("workload", "policy", "GPU model", "GPUs", "allocated %", "fragmented GPUs"):
+        table.add_column(name, justify="left" if name in ("workload", "policy", "GPU model") else "right")
+    for _, r in per_model.iterrows():
+        sd_a = "" if r["alloc_pct_std"] != r["alloc_pct_std"] else f" ± {r['alloc_pct_std']:.2f}"
+        sd_f = "" if r["frag_gpus_std"] != r["frag_gpus_std"] else f" ± {r['frag_gpus_std']:.1f}"
+        table.add_row(
+            str(r["workload"]),
+            str(r["sc_policy"]),
+            str(r["gpu_model"]),
+            f"{int(r['gpus']):,}",
+            f"{r['alloc_pct_mean']:.2f}{sd_a}",
+            f"{r['frag_gpus_mean']:.1f}{sd_f}",
+        )
+    return table
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        for path in args.gpu_catalogue:
+            extend_catalogue(path)
+    except CatalogueFileError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    if args.command == "trace":
+        return run_trace_command(args)
     if args.command == "mig":
         return run_mig_command(args)
     if args.command == "scheduler":
@@ -686,6 +769,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("sim", "timed"): cmd_sim_timed,
         ("sim", "compare"): cmd_sim_compare,
         ("sim", "bound"): cmd_sim_bound,
+        ("sim", "sweep"): sweep_cli.cmd_sim_sweep,
     }
     try:
         handlers[(args.command, args.sim_command)](args)

@@ -24,7 +24,7 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tessellate.placement import MILLI_PER_GPU, InvalidRequestError, NodeSpec, Request
-from tessellate.placement.catalogue import UnknownGpuModelError, gpu_model
+from tessellate.placement.catalogue import UnknownGpuModelError, gpu_model, model_for_product
 from tessellate.placement.quota.spec import QUEUE_NAME
 from tessellate.simulator.trace import PodRecord, Trace, TraceError
 from tessellate.simulator.traces import openb
@@ -168,7 +168,7 @@ def _name(row: Row, kind: str, seen: dict[str, int]) -> str:
 def _node(row: Row, seen: dict[str, int]) -> NodeSpec:
     name = _name(row, "node", seen)
     gpus = row.integer("gpu_count")
-    model = row.text("gpu_model", default="")
+    model = model_for_product(row.text("gpu_model", default=""))  # a product label as the scheduler maps it
     if gpus and not model:
         raise row.error("gpu_model", f"node has {gpus} GPUs but no GPU model")
     if model:
@@ -201,7 +201,9 @@ def _time(row: Row, column: str) -> float | None:
 def _gpu_fields(row: Row, gpus: int) -> dict[str, object]:
     """gpu_count/gpu_milli/gpu_models checked with the column to blame, before Request sees them."""
     milli = row.integer("gpu_milli", default=0)
-    models = tuple(m.strip() for m in row.text("gpu_models", default="").split("|") if m.strip())
+    models = tuple(
+        model_for_product(m.strip()) for m in row.text("gpu_models", default="").split("|") if m.strip()
+    )
     if gpus == 0:
         if milli != 0:
             raise row.error("gpu_milli", f"must be 0 or empty when gpu_count is 0, got {milli}")
