@@ -65,7 +65,7 @@ _PRODUCTS: list[tuple[re.Pattern[str], str]] = [
     for pattern, model in (
         # GPU feature discovery's product names (spaces become dashes), most specific first.
         (r"^A100.*80GB", "A100-80GB"),
-        (r"^A100", "A100-40GB"),
+        (r"^A100.*40GB", "A100-40GB"),  # a bare A100 is 40 or 80 GB: not guessed
         (r"^A800", "A800-80GB"),
         (r"^A30\b", "A30-24GB"),
         (r"^A10G?(-|$)", "A10"),
