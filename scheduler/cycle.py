@@ -187,7 +187,10 @@ def _decide(cache: ClusterCache, rec: PodRecord, ended: str | None, settings: Cy
         return Invalid(rec, str(exc))
     if isinstance(result, Unschedulable):
         preemption = _post_filter(cache, rec, settings.nominator) if settings.preemption else None
-        return Rejected(rec, result.message, preemption)
+        message = (
+            cache.tenancy.explain(cache, rec, result.message) if cache.tenancy.active else result.message
+        )
+        return Rejected(rec, message, preemption)
     if not result.assignment.mig_plans:
         return Bind(rec, result)
     try:  # Permit: the node agent must create the instances first

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
+from tessellate.scheduler.tenancy import QUOTA_NOTE
 
 if TYPE_CHECKING:
     from tessellate.scheduler.cache import ClusterCache
@@ -110,6 +111,7 @@ def unschedulable_reasons(message: str) -> list[str]:
     reasons = []
     if message.startswith("queue "):
         return ["queue"]
+    message = message.split(QUOTA_NOTE, 1)[0]  # "... Not the quota: queue team-b: within quota ..."
     if message.startswith("pod group "):
         reasons.append("pod group")
     fit = _FIT_ERROR.search(message)

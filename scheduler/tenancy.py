@@ -51,6 +51,8 @@ log = logging.getLogger("tessellate.tenancy")
 
 GROUP, VERSION, PLURAL = "tessellate.dev", "v1alpha1", "queues"
 QUEUES_PATH = f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+QUOTA_NOTE = " Not the quota: "
+"""Joins the fit message and the queue's note (metrics strip what follows it)."""
 MAX_QUEUES = 1000
 """More Queue objects than this are refused (each one costs every ordering decision)."""
 
@@ -229,6 +231,23 @@ class Tenancy:
             return None, ""
         messages = blocking_messages(book, self._kinds, queue, request)
         return mask, messages[0] if messages else f"queue {queue}: limit reached"
+
+    def explain(self, cache: ClusterCache, rec: PodRecord, message: str) -> str:
+        """The wait message of a pod that fits nowhere, saying when the quota is not the reason:
+        within its queue's quota, only the cluster's capacity (or reclaim) is missing."""
+        book = self.sync(cache)
+        if book is None or self._kinds is None or rec.request is None:
+            return message
+        queue = self.leaf_or_default(rec)
+        for model, units in sorted(self._kinds.demand(rec.request.request).items()):
+            quota = book.entry(queue, model).quota
+            if quota > 0 and book.within_quota(queue, model, units):
+                return (
+                    f"{message}{QUOTA_NOTE}queue {queue} is within its quota of {format_units(quota)} "
+                    f"nvidia.com/gpu ({model}) ({format_units(book.usage(queue, model))} in use, pod asks "
+                    f"{format_units(units)}); the cluster lacks the capacity, and no borrowed GPU is left"
+                )
+        return message
 
     def unlimited(self, rec: PodRecord) -> bool:
         """No limit anywhere on the pod's queue path (batching computes masks only once)."""

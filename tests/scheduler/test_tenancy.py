@@ -211,3 +211,16 @@ def test_a_restarted_scheduler_rebuilds_queue_usage_from_bound_pods() -> None:
         book = second.s.cache.tenancy.sync(second.s.cache)
         assert book is not None and book.usage("qa", "A100-80GB") == 12
     second.close()
+
+
+def test_a_pod_within_quota_that_fits_nowhere_says_the_capacity_not_the_quota_is_missing() -> None:
+    c = Cluster(node("n0", gpus=8), queues=(queue("qa", gpu(quota=16)),))
+    c.submit("qa", "a", 1, 16)  # 16 GPUs asked: within quota 16, but no node has 16
+    c.run()
+    (note,) = {n for n in c.notes("FailedScheduling")}
+    assert note.startswith("0/1 nodes are available")
+    assert "Not the quota: queue qa is within its quota of 16 nvidia.com/gpu (A100-80GB)" in note
+    from tessellate.scheduler.metrics import unschedulable_reasons
+
+    assert "queue" not in unschedulable_reasons(note)  # the metric keeps the fit reasons
+    c.close()

@@ -154,7 +154,7 @@ def test_a_time_sliced_node_is_read_as_physical_gpus_with_replicas() -> None:
     renamed = node_info(ts_node("r", gpus=3, replicas=2, renamed=True))
     assert (renamed.spec.gpu_count, renamed.spec.gpu_replicas) == (3, 2)
     assert renamed.replica_resource == "nvidia.com/gpu.shared"
-    assert renamed.spec.gpu_model == "Tesla-T4"  # the -SHARED suffix is not part of the model
+    assert renamed.spec.gpu_model == "T4"  # the -SHARED suffix is not part of the model; the label maps to T4
     odd = ts_node("o", gpus=2, replicas=4)
     odd["metadata"]["labels"]["nvidia.com/gpu.replicas"] = "lots"
     info = node_info(odd)
