@@ -94,6 +94,9 @@ class ClusterState:
         self.gpu_free_count = (self.gpu_left == MILLI_PER_GPU).sum(axis=1)
         self.gpu_max_left = self.gpu_left.max(axis=1)
         self.live: dict[str, Assignment] = {}
+        self.keys_on: list[set[str]] = [set() for _ in range(n)]
+        """Per node, the keys of `live` placed there (followers of the state, such as the quota
+        book, re-read only the nodes whose `version` moved)."""
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -159,6 +162,7 @@ class ClusterState:
             raise OverCommitError(f"pod {assignment.pod}: MIG instances for a request without MIG")
         self._apply(assignment, sign=-1)
         self.live[assignment.pod] = assignment
+        self.keys_on[assignment.node].add(assignment.pod)
 
     def release(self, pod: str) -> Assignment:
         """Give back everything `pod` holds; the state returns exactly to what it was."""
@@ -168,6 +172,7 @@ class ClusterState:
         if assignment.request.is_mig and self.mig.undo(assignment, self.gpu_left[assignment.node]):
             self._summarise_gpus(assignment.node)
         self._apply(assignment, sign=+1)
+        self.keys_on[assignment.node].discard(pod)
         return assignment
 
     def _check_fits(self, a: Assignment) -> None:

@@ -41,6 +41,7 @@ from tessellate.placement.quota import (
     reclaim,
 )
 from tessellate.placement.quota.book import Charge
+from tessellate.placement.state import ClusterState
 from tessellate.scheduler.preemption import fits_without, started
 
 if TYPE_CHECKING:
@@ -89,8 +90,11 @@ class Tenancy:
         self.tree = QueueTree([], default=default)
         self.book: QuotaBook | None = None
         self._kinds: NodeKinds | None = None
-        self._synced_for: tuple[int, int, int] | None = None
-        self._charged: dict[str, Assignment] = {}
+        self._synced_state: ClusterState | None = None
+        self._seen: dict[str, Assignment] = {}
+        """Every allocation read into the book (charged, or not ours to charge)."""
+        self._seen_on: dict[int, set[str]] = {}
+        self._versions = np.zeros(0, dtype=np.int64)
         self.rank: Mapping[str, tuple] = {}
         """Queue -> order key (furthest below fair share first): a snapshot the scheduling
         queue reads without locks; replaced whole by `publish_rank`."""
@@ -147,7 +151,7 @@ class Tenancy:
                 del specs[bad]
         # A queue whose parent was quarantined cannot be placed in the tree either.
         self.tree, self.problems = tree, problems
-        self.book, self._synced_for, self._charged = None, None, {}
+        self.book, self._synced_state, self._seen, self._seen_on = None, None, {}, {}
         self.version += 1
         for name, why in problems.items():
             log.warning("Queue %s is left out: %s", name, why)
@@ -155,45 +159,61 @@ class Tenancy:
     # -- the book, in step with the placement state ----------------------------------------
 
     def sync(self, cache: ClusterCache) -> QuotaBook | None:
-        """The book for the cache's current state: every allocation charged to its pod's queue."""
+        """The book for the cache's current state: every allocation charged to its pod's queue.
+
+        Only the nodes whose `ClusterState.version` moved since the last call are re-read
+        (`ClusterState.keys_on`), so a cycle costs the pods of the node it changed, not all."""
         state = cache.state if cache.ensure_built() else None
         if state is None:
             self.book = None
             return None
-        stamp = (id(state), int(state.version.sum()), len(state.live))
-        if self.book is not None and self._synced_for == stamp:
-            return self.book
-        if self.book is None or self._synced_for is None or self._synced_for[0] != id(state):
+        if self.book is None or self._synced_state is not state:
             self.book = QuotaBook(self.tree, gpu_capacity(state))
             self._kinds = NodeKinds(state)
-            self._charged = {}
-        book = self.book
-        live = state.live
-        for key in [k for k, a in self._charged.items() if live.get(k) is not a]:
-            book.release(key)
-            del self._charged[key]
-        for key, assignment in live.items():
-            if key in self._charged:
-                continue
-            rec = cache.pods.get(owner(key))
-            if rec is None or rec.scheduler_name != self.scheduler_name:
-                continue  # another scheduler's pod: it takes capacity, no queue's quota
-            model, units = placed_units(state, assignment)
-            if not model:
-                continue
-            queue = self.leaf_or_default(rec)
-            book.charge(
+            self._seen, self._seen_on = {}, {}
+            self._versions = np.full(len(state), -1, dtype=state.version.dtype)
+            self._synced_state = state
+        changed = np.flatnonzero(state.version != self._versions)
+        if changed.size:
+            self._versions = state.version.copy()
+            for node in changed.tolist():
+                self._sync_node(cache, state, node)
+        return self.book
+
+    def _sync_node(self, cache: ClusterCache, state: ClusterState, node: int) -> None:
+        """Bring one node's allocations into the book: forget what left or changed, read what is new."""
+        live, mine = state.live, self._seen_on.setdefault(node, set())
+        for key in [k for k in mine if live.get(k) is not self._seen[k]]:
+            self._forget(key)
+        for key in state.keys_on[node] - mine:
+            if key in self._seen:
+                self._forget(key)  # moved from another node not re-read yet
+            self._read(cache, state, key, live[key])
+
+    def _forget(self, key: str) -> None:
+        assignment = self._seen.pop(key)
+        self._seen_on[assignment.node].discard(key)
+        if self.book is not None and key in self.book.charges:
+            self.book.release(key)
+
+    def _read(self, cache: ClusterCache, state: ClusterState, key: str, assignment: Assignment) -> None:
+        assert self.book is not None
+        self._seen[key] = assignment
+        self._seen_on.setdefault(assignment.node, set()).add(key)
+        rec = cache.pods.get(owner(key))
+        if rec is None or rec.scheduler_name != self.scheduler_name:
+            return  # another scheduler's pod: it takes capacity, no queue's quota
+        model, units = placed_units(state, assignment)
+        if model:
+            self.book.charge(
                 key,
-                queue,
+                self.leaf_or_default(rec),
                 model,
                 units,
                 priority=rec.priority,
                 started=started(rec),
                 node=assignment.node,
             )
-            self._charged[key] = assignment
-        self._synced_for = (id(state), int(state.version.sum()), len(state.live))
-        return book
 
     def leaf_or_default(self, rec: PodRecord) -> str:
         """The pod's queue; a running pod whose queue is gone is counted in `default`."""

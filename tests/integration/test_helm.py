@@ -1,4 +1,4 @@
-"""The Helm chart (manifests/helm/tessellate/) with a real helm (scripts/helm builds it once).
+"""The Helm chart (charts/tessellate/) with a real helm (scripts/helm builds it once).
 
 `helm lint`; `helm template` with the default values against the kustomize base (the same
 objects, RBAC rules, config.yaml, security contexts, admission policies), and for the agent's
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 REPO = cluster.REPO
 MANIFESTS = REPO / "manifests"
-CHART = MANIFESTS / "helm" / "tessellate"
+CHART = REPO / "charts" / "tessellate"
 HELM_SCRIPT = REPO / "scripts" / "helm"
 
 Doc = dict[str, Any]

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from tessellate.placement import Unschedulable
 from tessellate.placement.quota import QUEUE_LABEL
 from tessellate.scheduler.app import Scheduler
 from tessellate.scheduler.config import SchedulerConfig
+from tessellate.scheduler.tenancy import Tenancy
 from test_framework import MemoryApi
 from test_scheduler_cache import gpus, node, pod
 
@@ -224,3 +226,41 @@ def test_a_pod_within_quota_that_fits_nowhere_says_the_capacity_not_the_quota_is
 
     assert "queue" not in unschedulable_reasons(note)  # the metric keeps the fit reasons
     c.close()
+
+
+def test_the_incremental_book_equals_a_recount_after_any_placements_and_departures() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=40, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(st.booleans(), st.sampled_from(["qa", "qb", ""]), st.sampled_from([1, 2, 4])),
+            max_size=30,
+        )
+    )
+    def check(steps: list[tuple[bool, str, int]]) -> None:
+        c = Cluster(*four_nodes(), queues=(queue("qa", gpu(quota=8)), queue("qb", gpu(quota=8))))
+        cache, placed = c.s.cache, []
+        with cache.lock:
+            for i, (leave, name, size) in enumerate(steps):
+                if leave and placed:
+                    cache.forget(placed.pop(0))
+                    continue
+                p = pod(f"p{i}", gpus(size))
+                p["metadata"]["labels"] = {QUEUE_LABEL: name} if name else {}
+                rec, _ = cache.upsert_pod(p)
+                result = cache.decide(rec)
+                if not isinstance(result, Unschedulable):
+                    placed.append(rec.uid)
+                cache.tenancy.sync(cache)  # incremental, as every cycle does
+            fresh = Tenancy(cache.scheduler_name)
+            fresh.replace(list(c.s.cache.tenancy._objects.values()))
+            recount = fresh.sync(cache)
+            book = cache.tenancy.sync(cache)
+            assert book is not None and recount is not None
+            for q in ("qa", "qb", "default"):
+                assert book.usage_by_model(q) == recount.usage_by_model(q)
+        c.close()
+
+    check()
