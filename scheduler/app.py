@@ -470,9 +470,10 @@ class Scheduler:
     def _after_placement(self, uid: str) -> None:
         """Re-rank the tenant queues (usage moved); count the pod if its queue borrows."""
         with self.cache.lock:
-            self.cache.tenancy.rerank(self.cache)
-            book = self.cache.tenancy.book
+            tenancy = self.cache.tenancy
+            book = tenancy.sync(self.cache)
             charge = book.charges.get(uid) if book is not None else None
+            tenancy.rerank(self.cache, charge.queue if charge is not None else None)
             if charge is not None and book is not None and book.over_quota(charge.queue, charge.model):
                 self.metrics.borrowed.labels(charge.queue).inc()
 

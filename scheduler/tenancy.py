@@ -354,13 +354,21 @@ class Tenancy:
         self.rerank(cache)
         return self._fair
 
-    def rerank(self, cache: ClusterCache) -> None:
+    def rerank(self, cache: ClusterCache, queue: str | None = None) -> None:
         """The queue order from current usage and the last fair shares: after every placement,
-        so that one queue cannot run ahead of its share between two fair-share refreshes."""
+        so that one queue cannot run ahead of its share between two fair-share refreshes.
+        With `queue` (whose usage moved), only the leaves under its root are re-ranked."""
         book = self.sync(cache) if self.active else None
-        if book is not None:
-            models = book.models
-            self.rank = {leaf: book.queue_key(leaf, self._fair, models) for leaf in self.tree.leaves}
+        if book is None:
+            return
+        models = book.models
+        leaves = self.tree.leaves
+        if queue is not None and queue in self.tree.paths and set(self.rank) >= set(leaves):
+            root = self.tree.paths[queue][0]
+            leaves = [leaf for leaf in leaves if self.tree.paths[leaf][0] == root]
+            self.rank = {**self.rank, **{leaf: book.queue_key(leaf, self._fair, models) for leaf in leaves}}
+            return
+        self.rank = {leaf: book.queue_key(leaf, self._fair, models) for leaf in leaves}
 
     def status(self, fair: Mapping[tuple[str, str], Fraction], pending: Mapping) -> dict[str, dict]:
         """Queue name -> the `status` the leader writes (allocated, pending, fair share, conditions)."""
