@@ -7,8 +7,10 @@ the same requests, allowed GPU models, priority, pod group); the queue is the la
 scheduler saw. Two sources use this: a `kubectl get nodes,pods -A -o json` snapshot
 (`from_objects`) and a recording over time (`tessellate.trace_record`).
 
-What the generic schema cannot carry yet is counted and reported, never silently
-dropped: pods asking for MIG instances, pods whose requests are invalid, finished pods.
+What the generic schema cannot carry is counted and reported, never silently dropped:
+pods whose requests are invalid, finished pods, pending pods of other schedulers. MIG
+layouts, dynamic MIG, GPU memory and topology travel in the schema's device columns
+(`simulator/traces/devicecols.py`).
 """
 
 from __future__ import annotations
@@ -59,8 +61,6 @@ def trace_pod(obj: dict[str, Any], creation: float, deletion: float | None) -> t
     if pod.request_error or pod.request is None:
         return None, "invalid resource request"
     request = pod.request.request
-    if request.mig_profile:
-        return None, "asks for MIG instances (the generic schema has no MIG column yet)"
     group = pod.group
     return (
         PodRecord(

@@ -29,6 +29,7 @@ from tessellate.placement.quota.spec import QUEUE_NAME
 from tessellate.simulator.trace import PodRecord, Trace, TraceError
 from tessellate.simulator.traces import openb
 from tessellate.simulator.traces.csvrows import Row, read_rows
+from tessellate.simulator.traces.devicecols import node_device_columns, read_node_devices
 
 NODE_COLUMNS = ("name", "cpu_milli", "memory_mib", "gpu_count", "gpu_model")
 NODE_OPTIONAL_COLUMNS = ("max_pods", "gpu_replicas")
@@ -188,6 +189,7 @@ def _node(row: Row, seen: dict[str, int]) -> NodeSpec:
         gpu_model=model,
         max_pods=row.integer("max_pods", minimum=1, default=DEFAULT_MAX_PODS),
         gpu_replicas=replicas,
+        **read_node_devices(row, gpus, model),  # type: ignore[arg-type]
     )
 
 
@@ -231,10 +233,16 @@ def _pod(row: Row, seen: dict[str, int]) -> PodRecord:
     cpu = row.integer("cpu_milli")
     memory = row.integer("memory_mib")
     gpu = _gpu_fields(row, row.integer("gpu_count"))
+    mig = {
+        "mig_profile": row.text("mig_profile", default=""),
+        "mig_count": row.integer("mig_count", default=0),
+    }
+    if not mig["mig_profile"] and not mig["mig_count"]:
+        mig = {}
     try:
-        request = Request(cpu_milli=cpu, memory_mib=memory, **gpu)  # type: ignore[arg-type]
-    except InvalidRequestError as exc:  # pragma: no cover - _gpu_fields checks the same rules first
-        raise row.error(None, f"impossible request: {exc}") from None
+        request = Request(cpu_milli=cpu, memory_mib=memory, **gpu, **mig)  # type: ignore[arg-type]
+    except InvalidRequestError as exc:
+        raise row.error("mig_profile" if mig else None, f"impossible request: {exc}") from None
     created = _time(row, "creation_time")
     deleted = _time(row, "deletion_time")
     if created is not None and deleted is not None and deleted < created:
@@ -326,6 +334,7 @@ def _node_columns(trace: Trace) -> dict[str, list[object]]:
         "gpu_model": [n.gpu_model for n in trace.nodes],
         "max_pods": [n.max_pods for n in trace.nodes],
         "gpu_replicas": [n.gpu_replicas for n in trace.nodes],
+        **node_device_columns(trace),
     }
 
 
@@ -341,6 +350,9 @@ def _pod_columns(trace: Trace) -> dict[str, list[object]]:
         "creation_time": [p.creation_time for p in trace.pods],
         "deletion_time": [p.deletion_time for p in trace.pods],
     }
+    if any(r.mig_count for r in requests):
+        columns["mig_profile"] = [r.mig_profile for r in requests]
+        columns["mig_count"] = [r.mig_count for r in requests]
     if any(p.queue or p.priority or p.pod_group for p in trace.pods):
         columns["queue"] = [p.queue for p in trace.pods]
         columns["priority"] = [p.priority for p in trace.pods]
@@ -354,6 +366,9 @@ _PARQUET_TYPES = {
     "gpu_model": pa.string(),
     "gpu_models": pa.string(),
     "queue": pa.string(),
+    "mig_layout": pa.string(),
+    "mig_profile": pa.string(),
+    "topology": pa.string(),
     "pod_group": pa.string(),
     "creation_time": pa.float64(),
     "deletion_time": pa.float64(),
