@@ -108,6 +108,19 @@ class RunRecord:
     """Multi-GPU pods' wiring quality, on clusters whose topology is known."""
     mig: tuple[int, float] | None = None
     """(MIG pods placed, MIG slot fragmentation at the end), on clusters with MIG GPUs."""
+    per_model: tuple[ModelShare, ...] = ()
+    """Per GPU model at the end of the run (130 % arrived); empty when the trace was not given."""
+
+
+@dataclass(frozen=True)
+class ModelShare:
+    """One GPU model's part of a cluster at the end of a run: what is held and what is stranded."""
+
+    gpu_model: str
+    gpus: int
+    allocated_milli: int
+    frag_milli: float
+    """Idle milli-GPU on this model's nodes that the target workload cannot use (the paper's F)."""
 
 
 def paper_label(policy: str) -> str:
@@ -136,7 +149,52 @@ def record_of(
         seconds=seconds,
         interconnect=quality if (quality := interconnect_quality(result.state)).multi_gpu_pods else None,
         mig=_mig_outcome(result, trace),
+        per_model=per_model_shares(result.state, trace) if trace is not None else (),
     )
+
+
+def per_model_shares(state, trace: Trace) -> tuple[ModelShare, ...]:
+    """Allocation and fragmentation of `state` per GPU model, under the paper's target workload
+    (the one the run's fragmentation metrics use)."""
+    from tessellate.placement import Fragmentation
+    from tessellate.simulator.replay import paper_target_workload
+
+    nodes = np.arange(len(state))
+    frag, _ = Fragmentation(paper_target_workload(trace), state).of_nodes(state, nodes)
+    capacity = state.gpu_exists.sum(axis=1) * 1000
+    held = capacity - state.gpu_left.sum(axis=1)
+    shares = []
+    for model_id, model in enumerate(state.gpu_models):
+        on = state.model_id == model_id
+        shares.append(
+            ModelShare(
+                gpu_model=model,
+                gpus=int(state.gpu_count[on].sum()),
+                allocated_milli=int(held[on].sum()),
+                frag_milli=float(frag[on].sum()),
+            )
+        )
+    return tuple(shares)
+
+
+def model_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """One row per run and GPU model: GPUs, allocation (% of the model's GPUs) and fragmented
+    GPUs at the end of the run (130 % arrived)."""
+    rows = [
+        {
+            "workload": r.workload,
+            "sc_policy": r.sc_policy,
+            "seed": r.seed,
+            "gpu_model": m.gpu_model,
+            "gpus": m.gpus,
+            "alloc_pct": 100 * m.allocated_milli / (1000 * m.gpus) if m.gpus else float("nan"),
+            "frag_gpus": m.frag_milli / 1000,
+        }
+        for r in records
+        for m in r.per_model
+    ]
+    columns = ["workload", "sc_policy", "seed", "gpu_model", "gpus", "alloc_pct", "frag_gpus"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _mig_outcome(result: RunResult, trace: Trace | None) -> tuple[int, float] | None:

@@ -69,7 +69,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -418,6 +418,7 @@ class TimedReplay:
         mig_choice: MigChoice = "aware",
         mig_reconfig_s: float = 0.0,
         batch: BatchOptions | None = None,
+        speeds: Mapping[str, float] | None = None,
     ) -> None:
         if max_wait is not None and max_wait < 0:
             raise ValueError(f"max_wait must be >= 0 seconds or None, got {max_wait}")
@@ -436,6 +437,14 @@ class TimedReplay:
             trace, on_missing_creation
         )
         self.state = ClusterState(sorted(trace.nodes, key=lambda n: n.name))
+        self.speeds = speeds
+        self.runtime: dict[str, float] = {}
+        self.ends: list[tuple[float, str]] = []  # speeds mode: (departure, pod) of running pods
+        if speeds is not None:  # a pod runs for its trace lifetime / the speed where it starts
+            self.runtime = {
+                pod: r.deletion_time - t for t, pod, r in self.arrivals if r.deletion_time is not None
+            }
+            self.departures = []
         target, demand = target_workload(trace), mig_demand(trace)
         self.placer = Placer(
             self.state,
@@ -475,6 +484,7 @@ class TimedReplay:
             self.arrivals[self._arrived][0] if self._arrived < len(self.arrivals) else inf,
             self.departures[self._departed_idx][0] if self._departed_idx < len(self.departures) else inf,
             self.expiries[0][0] if self.expiries else inf,
+            self.ends[0][0] if self.ends else inf,
         )
         return None if now == inf else now
 
@@ -503,6 +513,12 @@ class TimedReplay:
                 self.queue.remove(pod)
                 self.outcome[pod] = WITHDRAWN
                 self.withdrawn += 1
+        while self.ends and self.ends[0][0] == now:  # speeds mode: runtimes end
+            gone = self.state.release(heapq.heappop(self.ends)[1])
+            self.allocated -= gone.request.total_gpu_milli
+            self.released.add(gone.node)
+            self.departed += 1
+            freed = True
         return freed
 
     def _retry_pass(self, now: float) -> bool:
@@ -612,6 +628,11 @@ class TimedReplay:
         self.start_time[pod] = now
         self.delays.append(now - created)
         self.outcome[pod] = PLACED
+        if self.speeds is not None and pod in self.runtime:
+            node = self.state.nodes[assignment.node]
+            gpu = node.gpu_count > 0 and assignment.request.total_gpu_milli > 0
+            speed = self.speeds.get(node.gpu_model, 1.0) if gpu else 1.0
+            heapq.heappush(self.ends, (now + self.runtime[pod] / speed, pod))
 
     def _result(self) -> TimedResult:
         steps = self.steps.series()
@@ -657,8 +678,14 @@ def run_timed(
     mig_choice: MigChoice = "aware",
     mig_reconfig_s: float = 0.0,
     batch: BatchOptions | None = None,
+    speeds: Mapping[str, float] | None = None,
 ) -> TimedResult:
     """Replay `trace` in time with departures; see the module docstring for the rules.
+
+    With `speeds` (relative speed per GPU model, capacity planning): a pod's trace lifetime
+    (deletion - creation) is its runtime on a speed-1 GPU; it departs that long divided by
+    the speed of the model it started on after it starts (CPU-only: speed 1), so a pending
+    pod is never withdrawn: it waits until placed (or `max_wait`).
 
     MIG requests are placed by `mig_choice` (`placement.migplace`); a placement that
     creates MIG instances (its assignment carries `MigPlan`s) holds its capacity at once
@@ -682,5 +709,6 @@ def run_timed(
         mig_choice=mig_choice,
         mig_reconfig_s=mig_reconfig_s,
         batch=batch,
+        speeds=speeds,
     )
     return replay.run(progress)

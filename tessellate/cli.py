@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tessellate import queues_cli, sweep_cli
+from tessellate import plan_cli, queues_cli, sweep_cli
 from tessellate.agent_cli import add_agent_command, run_agent_command
 from tessellate.mig_cli import add_mig_commands, run_mig_command
 from tessellate.placement import PAPER_POLICIES, POLICIES, InvalidRequestError
@@ -324,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_cli.add_sweep_parser(sim_commands)
     sweep_cli.refuse_repeated_options(sim)
     add_mig_commands(commands)
+    plan_cli.add_plan_commands(commands)
     add_scheduler_command(commands)
     add_agent_command(commands)
     return parser
@@ -758,6 +759,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "trace":
         return run_trace_command(args)
+    if args.command == "plan":
+        return plan_cli.run_plan_command(args)
     if args.command == "mig":
         return run_mig_command(args)
     if args.command == "scheduler":

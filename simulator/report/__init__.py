@@ -29,6 +29,7 @@ from tessellate.simulator.report.summary import (
     _flat,
     _sorted_policies,
     best_policies,
+    best_verdicts,
     bound_sentences,
     policy_colors,
     summarize,
@@ -41,6 +42,7 @@ __all__ = [
     "ARRIVED",
     "INDEX_COLUMNS",
     "best_policies",
+    "best_verdicts",
     "plot_alloc_curves",
     "plot_final_bars",
     "plot_frag_curves",
@@ -79,11 +81,14 @@ def write_report(
     extra: pd.DataFrame | None = None,
     meta: Mapping | None = None,
     bound: pd.DataFrame | None = None,
+    models: pd.DataFrame | None = None,
+    gpu_hour_price: float | None = None,
 ) -> Path:
     """Summary, CSVs, an allocation and a fragmentation PNG per workload, the final-bars PNG and
     report.html, all in `out_dir`.  Returns the HTML path.  `meta` entries override derived ones.
     `bound` (`simulator.bound` results as a frame) adds the bracket's rows, a dashed line and
-    the idle/recoverable sentence."""
+    the idle/recoverable sentence. `models` (`experiment.model_frame`) adds the per GPU model
+    table (and models.csv) and the stranded GPUs in GPUs and money at `gpu_hour_price`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = with_bound(summarize(alloc, frag, frag_ratio, extra), bound)
@@ -108,4 +113,17 @@ def write_report(
     if len(workloads) == 1:
         plots[bars_caption] = plot_final_bars(summary, out / "final_alloc.png")
     full_meta = {**_derived_meta(alloc), **dict(meta or {})}
-    return write_html(out, summary, plots, full_meta, bound_sentences(summary, bound))
+    notes = bound_sentences(summary, bound)
+    extra_html = ""
+    if models is not None and not models.empty:
+        from tessellate.simulator.report.money import (
+            fragmentation_sentences,
+            model_summary,
+            model_table_html,
+        )
+
+        per_model = model_summary(models)
+        per_model.round(4).to_csv(out / "models.csv", index=False)
+        notes = [*notes, *fragmentation_sentences(models, gpu_hour_price)]
+        extra_html = model_table_html(per_model)
+    return write_html(out, summary, plots, full_meta, notes, extra_html)

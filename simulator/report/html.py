@@ -12,7 +12,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tessellate.simulator.report.summary import _sorted_policies, best_policies, policy_colors
+from tessellate.simulator.report.summary import (
+    _sorted_policies,
+    best_policies,
+    best_verdicts,
+    policy_colors,
+)
 from tessellate.simulator.report.terminal import _extra_columns, _fmt, _pm
 
 # --------------------------------------------------------------------------- HTML
@@ -143,7 +148,9 @@ _HOWTO = (
     "every policy; compare the curves before saturation, and <i>Frag@130</i> at the end.</p>"
     "<p>Each number is the mean over the random seeds (different pod orders); ± is the standard deviation, "
     "the shaded bands in the curves and the whiskers on the bars span the minimum to maximum over seeds. "
-    "The best policy per workload (highest mean allocation at 130&nbsp;%) is highlighted in green.</p>"
+    "The best policy per workload (highest mean allocation at 130&nbsp;%) is highlighted in green, "
+    "but only where its lead over the runner-up is larger than the seed-to-seed spread (the larger "
+    "standard deviation of the two); otherwise the summary says there is no significant difference.</p>"
 )
 
 
@@ -174,6 +181,9 @@ def _verdict(summary: pd.DataFrame) -> str:
                 f"({_e(_fmt(min(values)))}\u2013{_e(_fmt(max(values)))} % at 130 % arrived): "
                 f"{_e(', '.join(won))}</li>"
             )
+    for workload, (policy, why) in best_verdicts(summary).items():
+        if policy is None:
+            items.append(f"<li><b>{_e(workload)}</b>: {_e(why)}</li>")
     return "".join(items)
 
 
@@ -203,6 +213,7 @@ def write_html(
     plots: Mapping[str, Path],
     meta: Mapping,
     notes: Iterable[str] = (),
+    extra_html: str = "",
 ) -> Path:
     """Write one self-contained `report.html` (inline CSS, images as data URIs, no JS) and return its path.
 
@@ -242,6 +253,7 @@ def write_html(
 <h2>Summary</h2>
 <ul>{verdict}</ul>
 {_summary_html(summary)}
+{extra_html}
 <h2>How to read this</h2>
 <div class="howto">{_HOWTO}</div>
 <h2>Plots</h2>

@@ -173,15 +173,44 @@ def summarize(
     return _order(summary)
 
 
-def best_policies(summary: pd.DataFrame) -> dict[str, str]:
-    """Per workload, the policy with the highest mean allocation ratio at x=130 (ties: paper order)."""
-    best: dict[str, str] = {}
+def best_verdicts(summary: pd.DataFrame) -> dict[str, tuple[str | None, str]]:
+    """Per workload: (the best policy or None, why), by mean allocation ratio at x=130.
+
+    A policy is best only where its lead over the runner-up is larger than the seed-to-seed
+    spread (the larger of the two standard deviations over seeds): a lead inside the noise
+    of the seeds is "no significant difference", and one seed gives no spread to judge by."""
+    verdicts: dict[str, tuple[str | None, str]] = {}
     for workload, rows in summary.groupby("workload", sort=False):
         rows = rows[~rows["sc_policy"].astype(str).isin(BOUND_LABELS)]
         values = pd.to_numeric(rows["alloc_at_130_mean"], errors="coerce")
-        if values.notna().any():
-            best[str(workload)] = str(rows.loc[values.idxmax(), "sc_policy"])
-    return best
+        if not values.notna().any():
+            continue
+        ranked = values.sort_values(ascending=False, kind="stable")
+        top = ranked.index[0]
+        name = str(rows.loc[top, "sc_policy"])
+        if len(ranked) == 1:
+            verdicts[str(workload)] = (name, "the only policy")
+            continue
+        second = ranked.index[1]
+        lead = float(ranked.iloc[0] - ranked.iloc[1])
+        stds = pd.to_numeric(rows.loc[[top, second], "alloc_at_130_std"], errors="coerce")
+        if stds.isna().any():
+            verdicts[str(workload)] = (None, "one seed: no spread to judge a difference by (use --seeds)")
+        elif lead > float(stds.max()):
+            verdicts[str(workload)] = (name, f"leads by {lead:.2f} pp, more than the seeds' spread")
+        else:
+            verdicts[str(workload)] = (
+                None,
+                f"no significant difference: {name} leads {rows.loc[second, 'sc_policy']} by {lead:.2f} "
+                f"pp, within the seeds' spread (sd {float(stds.max()):.2f})",
+            )
+    return verdicts
+
+
+def best_policies(summary: pd.DataFrame) -> dict[str, str]:
+    """Per workload, the policy with the highest mean allocation ratio at x=130, where its lead
+    is significant (`best_verdicts`); workloads without a significant winner are left out."""
+    return {w: p for w, (p, _) in best_verdicts(summary).items() if p is not None}
 
 
 def bound_summary(bound: pd.DataFrame) -> pd.DataFrame:
