@@ -40,8 +40,8 @@ class TraceSource:
     topology scenario of simulator/scenarios.py (`mixed-topology`, `nvswitch-spot`)."""
 
     def __post_init__(self) -> None:
-        if (self.nodes is None) != (self.pods is None):
-            raise ValueError("give both a node file and a pod file, or neither (synthetic workload)")
+        if self.pods is not None and self.nodes is None:
+            raise ValueError("a pod file needs its node file (--nodes)")
         if self.synthetic_kind not in SYNTHETIC_KINDS:
             raise ValueError(
                 f"unknown synthetic workload {self.synthetic_kind!r}; known: {', '.join(SYNTHETIC_KINDS)}"
@@ -72,6 +72,11 @@ def _load(source: TraceSource) -> Trace:
     if source.is_synthetic:
         from tessellate.simulator.traces.synthetic import SyntheticConfig, generate
 
+        if source.nodes is not None:  # the synthetic mix sized to the given nodes
+            from tessellate.simulator.traces.generic import load_cluster
+
+            cluster = load_cluster(Path(source.nodes))
+            return generate(SyntheticConfig(seed=source.synthetic_seed, cluster=cluster))
         return generate(SyntheticConfig(seed=source.synthetic_seed, scale=source.synthetic_scale))
     from tessellate.simulator.traces.generic import load_any
 

@@ -58,6 +58,8 @@ def grid(
 
 def cluster_label(source: TraceSource) -> str:
     """What the table calls a cluster: the node file's name, or the synthetic workload."""
+    if source.is_synthetic and source.nodes:
+        return f"synthetic-on-{os.path.basename(str(source.nodes))}"
     if source.is_synthetic:
         return f"synthetic-{source.synthetic_kind}x{source.synthetic_scale:g}"
     return os.path.basename(str(source.nodes))

@@ -148,7 +148,12 @@ def parse_tune(text: str) -> float | None:
 
 def _trace_options(parser: argparse.ArgumentParser, many_pods: bool, tune: bool = True) -> None:
     group = parser.add_argument_group("workload (default: the built-in synthetic openb-like workload)")
-    group.add_argument("--nodes", type=Path, help="node list (openb CSV or generic CSV/Parquet)")
+    group.add_argument(
+        "--nodes",
+        type=Path,
+        help="node list (openb CSV or generic CSV/Parquet); without --pods, the synthetic openb-like "
+        "workload is sized to these nodes",
+    )
     if many_pods:
         group.add_argument(
             "--pods", type=Path, action="append", help="pod list; repeat to compare several traces"
@@ -461,8 +466,12 @@ def _sources(args: argparse.Namespace) -> list:
     from tessellate.simulator.experiment import TraceSource
 
     pods = args.pods if isinstance(args.pods, list) else ([args.pods] if args.pods else [])
-    if bool(args.nodes) != bool(pods):
-        raise UsageError("give both --nodes and --pods, or neither for the synthetic workload")
+    if pods and not args.nodes:
+        raise UsageError(
+            "--pods needs its cluster: give --nodes too (or neither, for the synthetic workload)"
+        )
+    if args.nodes and not pods:  # the synthetic workload, sized to these nodes
+        return [TraceSource(nodes=str(args.nodes), synthetic_seed=args.synthetic_seed)]
     if not pods:
         return [
             TraceSource(
@@ -699,7 +708,10 @@ def cmd_sim_compare(args: argparse.Namespace) -> None:
         "total runs": len(records),
         "wall time": wall,
         "workload source": ", ".join(
-            "synthetic (openb-like)" if s.is_synthetic else f"{s.nodes} + {s.pods}" for s in sources
+            (f"synthetic (openb-like) sized to {s.nodes}" if s.nodes else "synthetic (openb-like)")
+            if s.is_synthetic
+            else f"{s.nodes} + {s.pods}"
+            for s in sources
         ),
     }
     models = model_frame(records)

@@ -301,6 +301,13 @@ def detect_format(path: str | Path, kind: Literal["nodes", "pods"]) -> TraceForm
     return "openb" if marker in read_header(path) else "generic"
 
 
+def load_cluster(nodes_path: str | Path) -> tuple[NodeSpec, ...]:
+    """A node table in either format (openb or generic), without pods."""
+    if detect_format(nodes_path, "nodes") == "openb":
+        return openb.load_nodes(nodes_path)
+    return load_nodes(nodes_path)
+
+
 def load_any(nodes_path: str | Path, pods_path: str | Path) -> Trace:
     """Load openb or generic files, detected per file, so the CLI needs no format flag.
 

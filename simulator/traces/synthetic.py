@@ -193,6 +193,10 @@ class SyntheticConfig:
     median_lifetime_s: float = 3600.0
     """"busy" timing: median of the log-normal lifetimes (sigma 1)."""
     mix: WorkloadMix = field(default=OPENB_2023, repr=False)
+    cluster: tuple[NodeSpec, ...] | None = field(default=None, repr=False)
+    """Nodes to size the workload to instead of generating them (`sim run --nodes N.csv`
+    without `--pods`): the pod count follows their GPUs, requests are drawn among the shapes
+    they can host, and model constraints only where the set's models exist there."""
 
     def __post_init__(self) -> None:
         if not 0 < self.scale <= 100:
@@ -287,7 +291,7 @@ def generate(config: SyntheticConfig | None = None) -> Trace:
     config = config or SyntheticConfig()
     mix = config.mix
     rng = np.random.default_rng(config.seed)
-    nodes = _nodes(config, rng)
+    nodes = config.cluster if config.cluster is not None else _nodes(config, rng)
     shapes = {(n.gpu_model, n.gpu_count, n.cpu_milli, n.memory_mib) for n in nodes}
     n_pods = _pod_count(config, nodes)
 

@@ -138,3 +138,20 @@ def test_a_node_of_an_unknown_model_says_to_add_it_with_the_catalogue_flag(
     extra = tmp_path / "extra.yaml"
     extra.write_text("- {name: L20-48GB, memoryGiB: 48, products: [NVIDIA-L20]}\n")
     assert main(["--gpu-catalogue", str(extra), *args, "--policy", "fgd", "--out", str(tmp_path / "r2")]) == 0
+
+
+def test_sim_run_with_nodes_alone_sizes_the_synthetic_workload_to_them(tmp_path: Path) -> None:
+    from tessellate.simulator.experiment import TraceSource
+
+    nodes = tmp_path / "nodes.csv"
+    rows = [f"a{i},96000,786432,8,NVIDIA-A100-SXM4-80GB" for i in range(6)] + ["c0,64000,262144,0,"]
+    nodes.write_text("name,cpu_milli,memory_mib,gpu_count,gpu_model\n" + "\n".join(rows) + "\n")
+    assert main(["sim", "run", "--nodes", str(nodes), "--policy", "fgd", "--out", str(tmp_path / "out")]) == 0
+    trace = TraceSource(nodes=str(nodes), synthetic_seed=3).load()
+    assert [n.name for n in trace.nodes] == [f"a{i}" for i in range(6)] + ["c0"]
+    gpu_pods = [p for p in trace.pods if p.request.gpu_count]
+    demand = sum(p.request.gpu_count * p.request.gpu_milli for p in gpu_pods) / 1000
+    assert 0.5 * 48 <= demand <= 2 * 48  # sized to the 48 GPUs given, as the openb mix is to its own
+    assert all(
+        set(p.request.gpu_models) <= {"A100-80GB"} for p in gpu_pods
+    )  # constraints only where they fit
