@@ -75,9 +75,12 @@ def test_an_unknown_gpu_model_lists_the_known_ones(tmp_path, capsys):
     assert "unknown GPU model 'P1000'" in err and "V100M32" in err
 
 
-def test_nodes_without_pods_is_a_usage_error(tmp_path, capsys):
+def test_pods_without_nodes_is_a_usage_error_and_missing_nodes_say_so(tmp_path, capsys):
+    assert main(["sim", "run", "--pods", str(tmp_path / "p.csv"), "--out", str(tmp_path)]) == 2
+    assert "--pods needs its cluster: give --nodes too" in capsys.readouterr().err
+    # --nodes alone sizes the synthetic workload to them (test_trace_cli.py); a missing file says so
     assert main(["sim", "run", "--nodes", str(tmp_path / "n.csv"), "--out", str(tmp_path)]) == 2
-    assert "give both --nodes and --pods" in capsys.readouterr().err
+    assert "n.csv: no such file" in capsys.readouterr().err
 
 
 def test_unknown_policy_is_refused_with_the_choices(capsys):
