@@ -23,6 +23,7 @@ from tessellate.placement import PAPER_POLICIES, POLICIES, InvalidRequestError
 from tessellate.placement.catalogue import CatalogueFileError, UnknownGpuModelError, extend_catalogue
 from tessellate.scheduler_cli import add_scheduler_command, run_scheduler_command
 from tessellate.simulator.kinds import SYNTHETIC_KINDS
+from tessellate.simulator.outdir import OutDirError, fresh_out_dir
 from tessellate.simulator.queuefile import QueueFileError
 from tessellate.simulator.trace import TraceError
 from tessellate.trace_cli import add_trace_parser, run_trace_command
@@ -188,11 +189,21 @@ def _trace_options(parser: argparse.ArgumentParser, many_pods: bool, tune: bool 
     )
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tessellate")
+    except PackageNotFoundError:  # a source tree that was not installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tessellate",
         description="GPU-aware Kubernetes scheduling: run the scheduler, simulate and compare policies.",
     )
+    parser.add_argument("--version", action="version", version=f"tessellate {_version()}")
     parser.add_argument(
         "--gpu-catalogue",
         metavar="YAML",
@@ -223,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--seed", type=int, default=42, help="shuffle/tuning/tie-break seed (default 42)")
     run.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
+    run.add_argument(
+        "--force", action="store_true", help="--out may hold an earlier run: its files are deleted first"
+    )
     run.add_argument("--plot", action="store_true", help="also write PNG plots")
 
     timed = sim_commands.add_parser(
@@ -280,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     timed.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
     timed.add_argument(
+        "--force", action="store_true", help="--out may hold an earlier run: its files are deleted first"
+    )
+    timed.add_argument(
         "--plot", action="store_true", help="also write timeline.png, delay_cdf.png and timed.html"
     )
 
@@ -309,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
         "firstfit runs are labelled <policy>+mig-firstfit",
     )
     compare.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
+    compare.add_argument(
+        "--force", action="store_true", help="--out may hold an earlier run: its files are deleted first"
+    )
     compare.add_argument(
         "--bound",
         action="store_true",
@@ -524,7 +544,7 @@ def cmd_sim_run(args: argparse.Namespace) -> None:
         progress.update(task, total=len(result.series.placed), completed=len(result.series.placed))
     record = record_of(result, seconds)
     alloc, frag, frag_ratio, extra = frames([record])
-    args.out.mkdir(parents=True, exist_ok=True)
+    fresh_out_dir(args.out, args.force)
     summary = report.summarize(alloc, frag, frag_ratio, extra)
     report.write_csvs(args.out, alloc, frag, frag_ratio, summary)
     _write_failures(args.out / "failed_pods.csv", result)
@@ -615,7 +635,7 @@ def cmd_sim_timed(args: argparse.Namespace) -> None:
             batch=batch,
         )
         seconds = time.perf_counter() - start
-    args.out.mkdir(parents=True, exist_ok=True)
+    fresh_out_dir(args.out, args.force)
     grid = result.grid
     pd.DataFrame(
         {
@@ -676,6 +696,7 @@ def cmd_sim_compare(args: argparse.Namespace) -> None:
     sources = _sources(args)
     for source in sources:  # fail fast on a bad file, before starting workers
         source.load()
+    fresh_out_dir(args.out, args.force)
     specs = [
         RunSpec(source, policy, seed, args.tune, mig_choice)
         for source in sources
@@ -788,7 +809,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         handlers[(args.command, args.sim_command)](args)
-    except (TraceError, UnknownGpuModelError, InvalidRequestError, UsageError, QueueFileError) as exc:
+    except (
+        TraceError,
+        UnknownGpuModelError,
+        InvalidRequestError,
+        UsageError,
+        QueueFileError,
+        OutDirError,
+    ) as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2
     except KeyboardInterrupt:

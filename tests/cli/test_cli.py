@@ -126,3 +126,20 @@ def test_a_bad_mig_choice_list_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
         main(["sim", "compare", "--mig-choice", "best", "--out", "x"])
     assert "--mig-choice takes aware, firstfit or both" in capsys.readouterr().err
+
+
+def test_a_rerun_into_a_used_folder_is_refused_unless_forced_and_version_is_printed(tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["sim", "run", "--synthetic-scale", "0.02", "--policy", "bestfit", "--out", str(out)]
+    assert main(args) == 0
+    (out / "stale-from-another-run.csv").write_text("x\n")
+    assert main(args) == 2
+    assert "already holds files of another run" in capsys.readouterr().err.replace("\n", "")
+    assert main([*args, "--force"]) == 0 and not (out / "stale-from-another-run.csv").exists()
+    is_a_file = str(out / "analysis_allo_discrete.csv")
+    assert main(["sim", "run", "--synthetic-scale", "0.02", "--out", is_a_file]) == 2
+    shown = capsys.readouterr()
+    assert "is a file; give a folder" in (shown.out + shown.err).replace("\n", "")
+    with pytest.raises(SystemExit) as version:
+        main(["--version"])
+    assert version.value.code == 0 and "\ntessellate " in "\n" + capsys.readouterr().out
