@@ -36,12 +36,20 @@ class TraceSource:
     synthetic_seed: int = 0
     synthetic_scale: float = 1.0
     synthetic_kind: str = "openb"
+    synthetic_mix: str = ""
+    """`--synthetic-mix` (openb-like workload only): class weights and the model-constrained share."""
     """`openb` (the openb-like mix), `mig` (inference on MIG + whole-GPU training), or a
     topology scenario of simulator/scenarios.py (`mixed-topology`, `nvswitch-spot`)."""
 
     def __post_init__(self) -> None:
         if self.pods is not None and self.nodes is None:
             raise ValueError("a pod file needs its node file (--nodes)")
+        if self.synthetic_mix:
+            from tessellate.simulator.traces.synthetic import parse_mix
+
+            if self.synthetic_kind != "openb":
+                raise ValueError("--synthetic-mix shapes the openb-like workload; drop --synthetic-kind")
+            parse_mix(self.synthetic_mix)  # refuse a bad mix before any run starts
         if self.synthetic_kind not in SYNTHETIC_KINDS:
             raise ValueError(
                 f"unknown synthetic workload {self.synthetic_kind!r}; known: {', '.join(SYNTHETIC_KINDS)}"
@@ -70,14 +78,16 @@ def _load(source: TraceSource) -> Trace:
     if source.is_synthetic and source.synthetic_kind in SCENARIOS:
         return scenario_trace(source.synthetic_kind, seed=source.synthetic_seed)
     if source.is_synthetic:
-        from tessellate.simulator.traces.synthetic import SyntheticConfig, generate
+        from tessellate.simulator.traces.synthetic import SyntheticConfig, generate, parse_mix
 
+        classes, spec = parse_mix(source.synthetic_mix)
+        mix = {"class_mix": classes, "gpu_spec_share": spec}
         if source.nodes is not None:  # the synthetic mix sized to the given nodes
             from tessellate.simulator.traces.generic import load_cluster
 
             cluster = load_cluster(Path(source.nodes))
-            return generate(SyntheticConfig(seed=source.synthetic_seed, cluster=cluster))
-        return generate(SyntheticConfig(seed=source.synthetic_seed, scale=source.synthetic_scale))
+            return generate(SyntheticConfig(seed=source.synthetic_seed, cluster=cluster, **mix))
+        return generate(SyntheticConfig(seed=source.synthetic_seed, scale=source.synthetic_scale, **mix))
     from tessellate.simulator.traces.generic import load_any
 
     return load_any(Path(source.nodes), Path(source.pods))

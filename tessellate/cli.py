@@ -170,6 +170,14 @@ def _trace_options(parser: argparse.ArgumentParser, many_pods: bool, tune: bool 
     )
     group.add_argument("--synthetic-seed", type=int, default=0, metavar="S", help="synthetic workload seed")
     group.add_argument(
+        "--synthetic-mix",
+        default="",
+        metavar="MIX",
+        help="what-if mix of the openb-like workload: relative weights of CPU-only, fraction and "
+        "whole-GPU pods, and the share of GPU pods naming their models, "
+        "e.g. cpu=0.1,frac=0.5,whole=0.4,spec=0.3",
+    )
+    group.add_argument(
         "--synthetic-kind",
         choices=SYNTHETIC_KINDS,
         default="openb",
@@ -490,16 +498,23 @@ def _sources(args: argparse.Namespace) -> list:
         raise UsageError(
             "--pods needs its cluster: give --nodes too (or neither, for the synthetic workload)"
         )
-    if args.nodes and not pods:  # the synthetic workload, sized to these nodes
-        return [TraceSource(nodes=str(args.nodes), synthetic_seed=args.synthetic_seed)]
-    if not pods:
-        return [
-            TraceSource(
-                synthetic_seed=args.synthetic_seed,
-                synthetic_scale=args.synthetic_scale,
-                synthetic_kind=args.synthetic_kind,
-            )
-        ]
+    mix = getattr(args, "synthetic_mix", "")
+    try:
+        if args.nodes and not pods:  # the synthetic workload, sized to these nodes
+            return [TraceSource(nodes=str(args.nodes), synthetic_seed=args.synthetic_seed, synthetic_mix=mix)]
+        if not pods:
+            return [
+                TraceSource(
+                    synthetic_seed=args.synthetic_seed,
+                    synthetic_scale=args.synthetic_scale,
+                    synthetic_kind=args.synthetic_kind,
+                    synthetic_mix=mix,
+                )
+            ]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if mix:
+        raise UsageError("--synthetic-mix shapes the synthetic workload; drop it with --pods")
     return [TraceSource(nodes=str(args.nodes), pods=str(p)) for p in pods]
 
 

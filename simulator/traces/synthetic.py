@@ -409,3 +409,39 @@ def _busy_times(
     rate = config.load * max(capacity, MILLI_PER_GPU) / (lifetimes.mean() * mean_demand)
     created = np.round(np.cumsum(rng.exponential(1 / rate, len(requests))), 3)
     return created, created + np.round(lifetimes, 3)
+
+
+MIX_KEYS = {"cpu": "cpu_only", "frac": "fraction", "whole": "whole"}
+
+
+def parse_mix(text: str) -> tuple[ClassMix | None, float | None]:
+    """`--synthetic-mix cpu=0.1,frac=0.5,whole=0.4,spec=0.3`: relative class weights (cpu,
+    frac, whole; a class left out of a given mix gets weight 0; no class given keeps the openb
+    mix) and `spec`, the share of GPU pods that name their GPU models. ValueError says what
+    is wrong."""
+    weights: dict[str, float] = {}
+    spec: float | None = None
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        key, sep, raw = part.partition("=")
+        key = key.strip()
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not sep or value != value or value < 0:
+            raise ValueError(f"--synthetic-mix: {part!r} should be KEY=NUMBER >= 0, e.g. frac=0.4")
+        if key == "spec":
+            if value > 1:
+                raise ValueError(f"--synthetic-mix: spec is a share of GPU pods, 0..1, got {value:g}")
+            spec = value
+        elif key in MIX_KEYS:
+            weights[MIX_KEYS[key]] = value
+        else:
+            raise ValueError(
+                f"--synthetic-mix: unknown key {key!r}; use cpu, frac, whole (weights) and spec (0..1)"
+            )
+    if not weights:
+        return None, spec
+    if sum(weights.values()) <= 0:
+        raise ValueError("--synthetic-mix: the class weights cannot all be 0")
+    return ClassMix(**{c: weights.get(c, 0.0) for c in CLASSES}), spec

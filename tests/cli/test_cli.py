@@ -143,3 +143,18 @@ def test_a_rerun_into_a_used_folder_is_refused_unless_forced_and_version_is_prin
     with pytest.raises(SystemExit) as version:
         main(["--version"])
     assert version.value.code == 0 and "\ntessellate " in "\n" + capsys.readouterr().out
+
+
+def test_the_synthetic_mix_is_settable_from_the_command_line(tmp_path, capsys):
+    from tessellate.simulator.experiment import TraceSource
+
+    shares = TraceSource(synthetic_scale=0.05, synthetic_mix="cpu=0,frac=1,whole=0").load().pods
+    assert shares and all(p.request.gpu_count == 1 and p.request.gpu_milli < 1000 for p in shares)
+    whole = TraceSource(synthetic_scale=0.05, synthetic_mix="whole=1,spec=0").load().pods
+    assert all(p.request.gpu_milli == 1000 and not p.request.gpu_models for p in whole)
+    args = ["sim", "run", "--synthetic-scale", "0.05", "--out", str(tmp_path / "o")]
+    assert main([*args, "--synthetic-mix", "frac=0.5,whole=0.5"]) == 0
+    for bad, said in (("frac=lots", "KEY=NUMBER"), ("gpu=1", "unknown key 'gpu'"), ("spec=2", "0..1")):
+        assert main([*args, "--force", "--synthetic-mix", bad]) == 2
+        shown = capsys.readouterr()
+        assert said in (shown.out + shown.err).replace("\n", ""), bad
