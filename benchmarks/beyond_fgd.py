@@ -4,6 +4,8 @@ Per trace (the 13 of the paper's summary) and seed (default 42-51): the upper bo
 can beat and the best offline packing (placement.bound, over the same first n arrivals that
 column 130 averages: simulator.bound), then FGD, BestFit and `tessellate` (when that policy
 exists) at the same n, and the share of FGD's gap to the upper bound that tessellate closes.
+`upper` is the smaller of the aggregate LP's bound (`aggregate`) and the configuration LP's
+(`colgen`, the only one before the aggregate LP existed); `capacity` is every GPU.
 
 The bound is computed per (trace, seed): inflation draws different copies for each seed, so
 one seed's arrivals say nothing about another's. Runs go to `--workers` processes.
@@ -46,7 +48,10 @@ def one(workload: str, seed: int, time_limit: float, policies: tuple[str, ...]) 
     row = {
         "workload": workload.removeprefix("openb_pod_list_"),
         "seed": seed,
+        "capacity": r.capacity_milli / 1000,
         "upper": r.upper_milli / 1000,
+        "aggregate": r.aggregate_milli / 1000,
+        "colgen": r.colgen_milli / 1000,
         "offline": r.feasible_milli / 1000,
         "bound_s": r.seconds,
         "lp_closed": r.lp_optimal,
@@ -73,7 +78,7 @@ def main() -> None:
     )
     parser.add_argument("--traces", default="", help="comma-separated short names (default: the 13)")
     parser.add_argument("--seeds", default="42-51")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     parser.add_argument("--time-limit", type=float, default=60.0, help="solver seconds per bound")
     args = parser.parse_args()
     workloads = sorted(pd.read_csv(SUMMARY)["workload"].unique())
@@ -98,6 +103,7 @@ def main() -> None:
     frame = pd.DataFrame(rows)
     table = frame.groupby("workload").mean(numeric_only=True).drop(columns="seed")
     table["fgd_gap"] = table["upper"] - table["fgd"]
+    table["bracket"] = table["upper"] - table["best_known"]
     if "tessellate" in policies:
         closed = (frame["tessellate"] - frame["fgd"]) / (frame["upper"] - frame["fgd"]).where(
             frame["upper"] > frame["fgd"]

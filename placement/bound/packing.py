@@ -1,15 +1,18 @@
 """Feasible offline packings: real per-node, per-GPU assignments, each accepted by
 `ClusterState.allocate`, so what they hold is a lower bound on the optimum.
 
-Two are built and the better kept: the master LP's configurations rounded down (each copy a
-real node of its type with the pricing's GPU layout) and then filled greedily, and a plain
-greedy (largest GPU demand first, best fit).
+Three are built and the best kept: the master's columns chosen by an integer program
+(price-and-branch: CP-SAT picks whole copies of each configuration, at most N_t per type and
+d_s pods per shape), the master LP's configurations rounded down, each then filled greedily
+(each copy a real node of its type with the pricing's GPU layout), and a plain greedy
+(largest GPU demand first, best fit).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from ortools.sat.python import cp_model
 from tessellate.placement.bound.instance import Instance
 from tessellate.placement.bound.pricing import Column
 from tessellate.placement.cycle import Placer
@@ -51,17 +54,59 @@ def greedy_packing(instance: Instance) -> ClusterState:
 
 
 def rounded_packing(instance: Instance, solution: Sequence[tuple[Column, float]]) -> tuple[ClusterState, int]:
-    """Floor of each configuration's LP count, on real nodes, then a greedy fill of the rest.
+    """Floor of each configuration's LP count, on real nodes, then a greedy fill of the rest."""
+    return packing_of(instance, [(column, int(x + 1e-6)) for column, x in solution])
 
-    Returns the state and how many rounded slots `allocate` refused (0 unless the pricing's
-    model and the checks disagree; a refused pod is left to the greedy fill)."""
+
+def integer_packing(
+    instance: Instance,
+    solution: Sequence[tuple[Column, float]],
+    time_limit: float,
+    workers: int = 1,
+) -> tuple[ClusterState, int]:
+    """Whole copies of the master's columns chosen by CP-SAT (hinted with the LP's floor), on
+    real nodes, then a greedy fill of the rest. Any answer CP-SAT returns is feasible for the
+    column rows; the replay through `allocate` checks it again."""
+    columns = [column for column, _ in solution]
+    if not columns or time_limit <= 0:
+        return rounded_packing(instance, solution)
+    model = cp_model.CpModel()
+    copies = []
+    for i, (column, x) in enumerate(solution):
+        var = model.new_int_var(0, instance.types[column.type_index].count, f"x{i}")
+        model.add_hint(var, int(x + 1e-6))
+        copies.append(var)
+    for t, node_type in enumerate(instance.types):
+        mine = [v for v, c in zip(copies, columns, strict=True) if c.type_index == t]
+        if mine:
+            model.add(sum(mine) <= node_type.count)
+    uses: dict[int, list] = {}
+    for v, c in zip(copies, columns, strict=True):
+        for shape, n in c.counts.items():
+            uses.setdefault(shape, []).append(n * v)
+    for shape, terms in uses.items():
+        model.add(sum(terms) <= instance.shapes[shape].demand)
+    model.maximize(sum(c.value * v for v, c in zip(copies, columns, strict=True)))
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = time_limit
+    solver.parameters.num_workers = workers
+    if solver.solve(model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return rounded_packing(instance, solution)
+    return packing_of(instance, [(c, solver.value(v)) for c, v in zip(columns, copies, strict=True)])
+
+
+def packing_of(instance: Instance, chosen: Sequence[tuple[Column, int]]) -> tuple[ClusterState, int]:
+    """`chosen` copies of each configuration on real nodes, then a greedy fill of the rest.
+
+    Returns the state and how many slots `allocate` refused (0 unless the pricing's model and
+    the checks disagree; a refused pod is left to the greedy fill)."""
     state = ClusterState(instance.nodes)
     pools = {s: list(reversed(shape.pods)) for s, shape in enumerate(instance.shapes)}
     next_node = [0] * len(instance.types)
     refused = 0
-    for column, x in sorted(solution, key=lambda cx: -cx[0].value):
+    for column, x in sorted(chosen, key=lambda cx: -cx[0].value):
         node_type = instance.types[column.type_index]
-        copies = min(int(x + 1e-6), node_type.count - next_node[column.type_index])
+        copies = min(x, node_type.count - next_node[column.type_index])
         for _ in range(max(0, copies)):
             node = node_type.nodes[next_node[column.type_index]]
             next_node[column.type_index] += 1

@@ -1,5 +1,9 @@
 """A second proven bound on the pricing problem, fast where CP-SAT is slow (8-GPU nodes).
 
+Not used by column generation at present (see `placement.bound.colgen`: an invalid L(mu) was
+seen once, from this or from an unfinished CP-SAT bound); the aggregate LP is the bound that
+counts on openb.
+
 Move the node's CPU and memory limits into the objective with multipliers lam, nu >= 0:
 for any such pair,
 
