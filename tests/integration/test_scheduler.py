@@ -60,7 +60,9 @@ def node_group(
     return names, selector
 
 
-def mixed_pods(namespace: str, count: int, seed: int, selector: dict[str, str]) -> list[dict]:
+def mixed_pods(
+    namespace: str, count: int, seed: int, selector: dict[str, str], scheduler: str = "tessellate"
+) -> list[dict]:
     """Two 8-GPU jobs first, then fractions and 1, 2, 4 whole GPUs: ~0.6 GPU per pod.
 
     The 8-GPU jobs come first because a whole free node is the one thing that may
@@ -69,7 +71,13 @@ def mixed_pods(namespace: str, count: int, seed: int, selector: dict[str, str]) 
     """
     rng = random.Random(seed)
     pods = [
-        cluster.pod(f"job8-{i}", namespace, limits={"nvidia.com/gpu": "8", "cpu": "8"}, nodeSelector=selector)
+        cluster.pod(
+            f"job8-{i}",
+            namespace,
+            limits={"nvidia.com/gpu": "8", "cpu": "8"},
+            nodeSelector=selector,
+            scheduler=scheduler,
+        )
         for i in range(2)
     ]
     for i in range(count - 2):
@@ -83,7 +91,9 @@ def mixed_pods(namespace: str, count: int, seed: int, selector: dict[str, str]) 
         else:
             limits = {"nvidia.com/gpu": "4"}
         limits.update(cpu=str(rng.choice([1, 2, 4])), memory=f"{rng.choice([4, 8, 16])}Gi")
-        pods.append(cluster.pod(f"p-{i:04d}", namespace, limits=limits, nodeSelector=selector))
+        pods.append(
+            cluster.pod(f"p-{i:04d}", namespace, limits=limits, nodeSelector=selector, scheduler=scheduler)
+        )
     return pods
 
 
@@ -92,11 +102,17 @@ def test_mixed_workload_under_the_manifests_rbac(
 ) -> None:
     """50 nodes x 8 GPUs, 500 mixed pods: all feasible bound, none over-committed, the rest explained."""
     nodes, selector = node_group(admin, "mix", 50)
-    feasible = mixed_pods(namespace, 490, seed=7, selector=selector)
+    # A name of its own: the API server is shared with other tests, whose leftover pending pods
+    # a scheduler named `tessellate` would also place (and count in its metrics).
+    name = cluster.unique("mix-sched")
+    feasible = mixed_pods(namespace, 490, seed=7, selector=selector, scheduler=name)
     impossible = []
     for i, (extra, _) in enumerate(IMPOSSIBLE * 2):
         extra = dict(extra)
-        p = cluster.pod(f"bad-{i:02d}", namespace, limits=extra.pop("limits"), nodeSelector=selector, **extra)
+        limits = extra.pop("limits")
+        p = cluster.pod(
+            f"bad-{i:02d}", namespace, limits=limits, nodeSelector=selector, scheduler=name, **extra
+        )
         impossible.append(p)
     cluster.create_pods(admin, feasible + impossible)
 
@@ -104,6 +120,7 @@ def test_mixed_workload_under_the_manifests_rbac(
     sched = SchedulerProcess(
         kubeconfig,
         tmp_path,
+        schedulerName=name,
         leaderElection={
             "leaderElect": True,
             "leaseDuration": "4s",
