@@ -341,3 +341,16 @@ def test_render_table(frames):
     rendered = console.export_text()
     assert "85.50 ± 0.71" in rendered
     assert "06-FGD ★" in rendered
+
+
+def test_the_report_explains_the_topology_and_mig_columns_it_shows(tmp_path):
+    from tessellate.cli import main
+
+    out = tmp_path / "topo"
+    assert main(["sim", "compare", "--synthetic-kind", "mixed-topology", "--policies", "fgd-blind,fgd",
+                 "--seeds", "1", "--out", str(out)]) == 0  # fmt: skip
+    html = (out / "report.html").read_text()
+    how_to = html[html.index("How to read this") :]
+    for column in ("multi gpu on best set pct", "multi gpu bottleneck gbps"):
+        assert f"<b>{column}</b>" in how_to
+    assert "mig frag slices" not in how_to  # only what the table shows is explained
