@@ -361,13 +361,12 @@ class Scheduler:
         if not tenancy.active:
             return
         with self.cache.lock:
-            fair = tenancy.publish_rank(self.cache, self._pending)
             pending = tenancy.pending_demand(self.cache, self._pending)
-            statuses = tenancy.status(fair, pending)
+            fair = tenancy.publish_rank(self.cache, pending)
             self.metrics.observe_queues(tenancy, fair, pending)
-        if publish:
-            for name, status in statuses.items():
-                self.binder.submit(self._write_queue_status, name, status)
+            statuses = tenancy.status(fair, pending) if publish else {}
+        for name, status in statuses.items():
+            self.binder.submit(self._write_queue_status, name, status)
 
     def _write_queue_status(self, name: str, status: dict[str, Any]) -> None:
         try:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
@@ -29,6 +28,8 @@ import numpy as np
 from tessellate.placement import Assignment, Unschedulable
 from tessellate.placement.preemption import Candidate, fewest_victims
 from tessellate.placement.quota.book import Charge
+
+from tessellate.kube import timestamp
 
 if TYPE_CHECKING:
     from tessellate.scheduler.cache import ClusterCache
@@ -137,11 +138,7 @@ def _search(cache: ClusterCache, rec: PodRecord, lower: list[PodRecord], max_nod
 
 def started(rec: PodRecord) -> float:
     """Creation time in seconds (preemption takes the youngest first among equals); 0 if unreadable."""
-    raw = (rec.obj.get("metadata") or {}).get("creationTimestamp")
-    try:
-        return datetime.fromisoformat(str(raw).replace("Z", "+00:00")).timestamp() if raw else 0.0
-    except ValueError:
-        return 0.0
+    return timestamp((rec.obj.get("metadata") or {}).get("creationTimestamp")) or 0.0
 
 
 def fits_without(cache: ClusterCache, rec: PodRecord, uids: Iterable[str], node: int) -> bool:

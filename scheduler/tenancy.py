@@ -38,9 +38,9 @@ from tessellate.placement.quota import (
     parse_queue,
     placed_units,
     quota_mask,
-    reclaim,
 )
-from tessellate.placement.quota.book import Charge
+from tessellate.placement.quota.book import GPU_RESOURCE, Charge
+from tessellate.placement.quota.reclaim import reclaim_by_kind
 from tessellate.placement.state import ClusterState
 from tessellate.scheduler.preemption import fits_without, started
 
@@ -264,7 +264,7 @@ class Tenancy:
             if quota > 0 and book.within_quota(queue, model, units):
                 return (
                     f"{message}{QUOTA_NOTE}queue {queue} is within its quota of {format_units(quota)} "
-                    f"nvidia.com/gpu ({model}) ({format_units(book.usage(queue, model))} in use, pod asks "
+                    f"{GPU_RESOURCE} ({model}) ({format_units(book.usage(queue, model))} in use, pod asks "
                     f"{format_units(units)}); the cluster lacks the capacity, and no borrowed GPU is left"
                 )
         return message
@@ -288,27 +288,13 @@ class Tenancy:
         if book is None or kinds is None or state is None or placer is None or rec.request is None:
             return None
         queue = self.leaf_or_default(rec)
-        request = rec.request.request
         allowed, _ = cache.filter(rec, pods_matter=False)
-        inside = quota_mask(book, kinds, queue, request, within_quota=True)
-        for kind, units in zip(kinds.kinds, kinds.units(request), strict=True):
-            if not units or (request.gpu_models and kind.model not in request.gpu_models):
-                continue
-            nodes = kind.nodes & allowed if inside is None else kind.nodes & allowed & inside
-            if not nodes.any():
-                continue
-            found = reclaim(
-                book,
-                queue,
-                kind.model,
-                units,
-                lambda vs, n=nodes: self._fits_without(cache, rec, vs, n, leaving),
-            )
-            if found is not None:
-                uids = dict.fromkeys(u for c in found.pods if (u := owner(c.pod)) not in leaving)
-                victims = tuple(cache.pods[uid] for uid in uids if uid in cache.pods)
-                if victims:
-                    return Reclaim(state.names[int(found.node)], victims, queue)
+        fits = lambda vs, nodes: self._fits_without(cache, rec, vs, nodes, leaving)  # noqa: E731
+        for found in reclaim_by_kind(book, kinds, queue, rec.request.request, fits, allowed):
+            uids = dict.fromkeys(u for c in found.pods if (u := owner(c.pod)) not in leaving)
+            victims = tuple(cache.pods[uid] for uid in uids if uid in cache.pods)
+            if victims:
+                return Reclaim(state.names[int(found.node)], victims, queue)
         return None
 
     @staticmethod
@@ -334,7 +320,7 @@ class Tenancy:
     def pending_demand(self, cache: ClusterCache, pending: Callable[[PodRecord], bool]) -> dict:
         """(queue, model) -> GPU units its pending pods ask for (the least over the kinds)."""
         demand: dict[tuple[str, str], Fraction] = {}
-        if self._kinds is None:
+        if self.sync(cache) is None or self._kinds is None:  # the node kinds follow the state
             return demand
         for rec in cache.pods.values():
             if rec.request is None or not pending(rec):
@@ -344,13 +330,13 @@ class Tenancy:
                 demand[(queue, model)] = demand.get((queue, model), Fraction(0)) + units
         return demand
 
-    def publish_rank(self, cache: ClusterCache, pending: Callable[[PodRecord], bool]) -> dict:
-        """Recompute fair shares and the queue order; returns the fair shares."""
+    def publish_rank(self, cache: ClusterCache, demand: Mapping[tuple[str, str], Fraction]) -> dict:
+        """Recompute fair shares (from `pending_demand`) and the queue order; returns the shares."""
         book = self.sync(cache)
         if book is None or not self.active:
             self.rank = {}
             return {}
-        self._fair = book.fair_shares(self.pending_demand(cache, pending))
+        self._fair = book.fair_shares(demand)
         self.rerank(cache)
         return self._fair
 

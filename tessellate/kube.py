@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -302,3 +303,14 @@ def _api_error(status: int, payload: bytes, method: str, path: str) -> ApiError:
     except ValueError:
         pass
     return ApiError(status, reason, message, method, path)
+
+
+def timestamp(raw: Any) -> float | None:
+    """An RFC 3339 time of the API server (`creationTimestamp`, ...) in seconds since the
+    epoch; None when absent or unreadable."""
+    if not raw:
+        return None
+    try:
+        return datetime.fromisoformat(str(raw).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tessellate.kube import ApiError, KubeClient
+from tessellate.kubetrace import FINISHED
 from tessellate.placement import MILLI_PER_GPU, Unschedulable
 from tessellate.placement.quota import format_units
 from tessellate.scheduler.cache import ClusterCache, Placed
@@ -43,9 +44,6 @@ examples:
 It reads with your kubeconfig (--kubeconfig, or $KUBECONFIG, or ~/.kube/config) and
 needs list on nodes, pods (all namespaces) and, for queues, queues.tessellate.dev.
 """
-
-
-FINISHED = ("Succeeded", "Failed")
 
 
 class PluginError(RuntimeError):

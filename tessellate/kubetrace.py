@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
+from tessellate.kube import timestamp
 from tessellate.placement import NodeSpec
 from tessellate.placement.quota import QUEUE_LABEL
 from tessellate.scheduler.nodes import node_info
@@ -37,16 +37,6 @@ class Conversion:
     trace: Trace
     skipped: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
-
-
-def timestamp(raw: Any) -> float | None:
-    """An RFC 3339 time of the API server in seconds since the epoch (None: absent or bad)."""
-    if not raw:
-        return None
-    try:
-        return datetime.fromisoformat(str(raw).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def node_spec(obj: dict[str, Any]) -> tuple[NodeSpec, str | None]:

@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tessellate.kube import KubeClient
-from tessellate.kubetrace import FINISHED, node_spec, timestamp, trace_pod
+from tessellate.kube import KubeClient, timestamp
+from tessellate.kubetrace import FINISHED, node_spec, trace_pod
 from tessellate.scheduler.informer import Reflector
 from tessellate.simulator.trace import PodRecord, Trace
 from tessellate.simulator.traces.generic import write_trace

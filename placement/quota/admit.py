@@ -20,7 +20,7 @@ from tessellate.placement.model import Assignment, Request, Unschedulable
 from tessellate.placement.preemption import Candidate, Victims, fewest_victims, victim_order
 from tessellate.placement.quota.book import Charge, QuotaBook
 from tessellate.placement.quota.nodes import NodeKinds, blocking_messages, quota_mask
-from tessellate.placement.quota.reclaim import reclaim
+from tessellate.placement.quota.reclaim import reclaim_by_kind
 from tessellate.placement.quota.units import placed_units
 
 
@@ -86,26 +86,10 @@ class QueuedPlacer:
         return self.state.release(pod)
 
     def reclaim_for(self, queue: str, request: Request) -> Victims | None:
-        """Over-quota pods whose preemption would let `request` of `queue` (within its quota) fit.
-
-        Tried per kind of node (GPU model, time-slicing) where the pod stays within quota."""
-        inside = quota_mask(self.book, self.kinds, queue, request, within_quota=True)
-        for kind, units in zip(self.kinds.kinds, self.kinds.units(request), strict=True):
-            if not units or (request.gpu_models and kind.model not in request.gpu_models):
-                continue
-            nodes = kind.nodes if inside is None else kind.nodes & inside
-            if not nodes.any():
-                continue
-            found = reclaim(
-                self.book,
-                queue,
-                kind.model,
-                units,
-                lambda vs, n=nodes: self._fits_without(request, vs, n),
-            )
-            if found is not None:
-                return found
-        return None
+        """Over-quota pods whose preemption would let `request` of `queue` (within its quota) fit
+        (`reclaim_by_kind`: per kind of node where the pod stays within quota, the first answer)."""
+        fits = lambda vs, nodes: self._fits_without(request, vs, nodes)  # noqa: E731
+        return next(reclaim_by_kind(self.book, self.kinds, queue, request, fits), None)
 
     def preempt_for(self, queue: str, request: Request, priority: int) -> Victims | None:
         """Lower-priority pods of the same queue whose preemption lets `request` fit: priority

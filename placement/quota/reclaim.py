@@ -21,11 +21,14 @@ reprieve, is the one priority preemption uses too (`placement.preemption`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
 
+import numpy as np
+from tessellate.placement.model import Request
 from tessellate.placement.preemption import MAX_NODES, Candidate, Fits, Victims, fewest_victims, victim_order
 from tessellate.placement.quota.book import Charge, QuotaBook
+from tessellate.placement.quota.nodes import NodeKinds, quota_mask
 
 
 def reclaim(
@@ -57,6 +60,32 @@ def reclaim(
             continue
         candidates += _candidates(book.pods_of(other), model, theirs)
     return fewest_victims(candidates, fits, _Budget(book).allows, max_nodes=max_nodes)
+
+
+def reclaim_by_kind(
+    book: QuotaBook,
+    kinds: NodeKinds,
+    queue: str,
+    request: Request,
+    fits: Callable[[Sequence[Charge], np.ndarray], bool],
+    allowed: np.ndarray | None = None,
+) -> Iterator[Victims]:
+    """`reclaim` tried per kind of node (GPU model, time-slicing) the pod may use and stay within
+    its quota on (and, given `allowed`, the nodes the caller's filters let it use), yielding
+    each kind's victims: `fits(victims, nodes)` is the caller's what-if on those nodes. The
+    simulator takes the first answer; the live scheduler may skip one (victims already leaving)."""
+    inside = quota_mask(book, kinds, queue, request, within_quota=True)
+    for kind, units in zip(kinds.kinds, kinds.units(request), strict=True):
+        if not units or (request.gpu_models and kind.model not in request.gpu_models):
+            continue
+        nodes = kind.nodes if inside is None else kind.nodes & inside
+        if allowed is not None:
+            nodes = nodes & allowed
+        if not nodes.any():
+            continue
+        found = reclaim(book, queue, kind.model, units, lambda vs, n=nodes: fits(vs, n))
+        if found is not None:
+            yield found
 
 
 def _candidates(pods: list[Charge], model: str, chain: tuple[str, ...]) -> list[Candidate]:
