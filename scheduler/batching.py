@@ -10,7 +10,8 @@ holds strictly more GPU, so a batch never places less than one-at-a-time would.
 Only pods the core alone can judge together are batched: no extended resources and no
 required anti-affinity (both are checked per pod by the filters, not between members of
 a batch), no MIG (a new instance needs the node agent first), no pod group, and no queue
-limit on the pod's queue (the limit counts pods placed before it). Their filter masks do
+limit on the pod's queue (the limit counts pods placed before it), and nothing the queue's
+PreFilter refuses (an unknown queue, a namespace the queue does not admit). Their filter masks do
 not depend on other pods, so computing them once before the batch is exact.
 """
 
@@ -37,6 +38,7 @@ def batchable(cache: ClusterCache, rec: PodRecord) -> bool:
         and not rec.anti_affinity
         and not request.request.is_mig
         and cache.tenancy.unlimited(rec)
+        and not (cache.tenancy.active and cache.tenancy.prefilter(rec))
     )
 
 

@@ -135,6 +135,8 @@ def decide_group(
         )
 
     def decide(rec: PodRecord) -> Placed | str:
+        if cache.tenancy.active and (why := cache.tenancy.prefilter(rec)) is not None:
+            return why  # each member's own queue label, not only the first member's
         try:
             result = cache.decide(rec)
         except PodRequestError as exc:

@@ -229,15 +229,16 @@ class Tenancy:
     # -- what the cycle asks ----------------------------------------------------------------
 
     def prefilter(self, rec: PodRecord) -> str | None:
-        """Why a pending pod cannot be queued as written (its queue is missing or broken)."""
+        """Why a pending pod cannot be queued as written: its queue is missing or broken, or
+        does not admit the pod's namespace (a pod author picks the label, not the quota)."""
         label = self.label(rec)
         if label in self.problems:
             return f"queue {label!r} is not usable: {self.problems[label]}; fix the Queue object"
         try:
-            self.tree.leaf_for(label)
+            leaf = self.tree.leaf_for(label)
         except UnknownQueueError as exc:
             return f"{exc} (label {QUEUE_LABEL})"
-        return None
+        return self.tree.refusal_for_namespace(leaf, rec.namespace)
 
     def limit_mask(self, cache: ClusterCache, rec: PodRecord) -> tuple[np.ndarray | None, str]:
         """Nodes where the pod stays within its queue's limits, and the message for the rest."""

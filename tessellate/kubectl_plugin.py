@@ -221,6 +221,8 @@ def queue_rows(cache: ClusterCache) -> list[dict[str, Any]]:
         fair = book.fair_shares(pending)
         rows = []
         for queue in sorted(tenancy.tree.specs):
+            allowed = tenancy.tree.specs[queue].namespaces
+            namespaces = "all" if allowed is None else ",".join(sorted(allowed)) or "none"
             for model in book.models:
                 entry = book.entry(queue, model)
                 used, asked = book.usage(queue, model), pending.get((queue, model), 0)
@@ -235,6 +237,7 @@ def queue_rows(cache: ClusterCache) -> list[dict[str, Any]]:
                         "limit": "-" if entry.limit is None else format_units(entry.limit),
                         "fair_share": format_units(fair.get((queue, model), 0)),
                         "pending": format_units(asked),
+                        "namespaces": namespaces,
                     }
                 )
         for name, why in sorted(tenancy.problems.items()):
@@ -244,13 +247,14 @@ def queue_rows(cache: ClusterCache) -> list[dict[str, Any]]:
 
 def show_queues(console: Console, rows: Sequence[dict[str, Any]]) -> None:
     table = Table(title="tenant queues (GPU units: a fraction counts milli/1000)")
-    for column in ("queue", "model", "allocated", "quota", "limit", "fair share", "pending"):
-        table.add_column(column, justify="left" if column in ("queue", "model") else "right")
+    columns = ("queue", "model", "allocated", "quota", "limit", "fair share", "pending", "namespaces")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("queue", "model", "namespaces") else "right")
     for row in rows:
         if "problem" in row:
-            table.add_row(row["queue"], "-", f"[red]not usable: {row['problem']}[/red]", "", "", "", "")
+            table.add_row(row["queue"], "-", f"[red]not usable: {row['problem']}[/red]", "", "", "", "", "")
             continue
-        keys = ("queue", "model", "allocated", "quota", "limit", "fair_share", "pending")
+        keys = ("queue", "model", "allocated", "quota", "limit", "fair_share", "pending", "namespaces")
         table.add_row(*(row[k] for k in keys))
     console.print(table)
 

@@ -26,7 +26,10 @@ QUEUE_LABEL = "tessellate.dev/queue"
 
 QUEUE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 """A queue name: a Kubernetes object name (DNS subdomain)."""
-_SPEC_KEYS = ("parent", "resources")
+NAMESPACE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+"""A namespace name: a DNS label (at most 63 characters)."""
+MAX_NAMESPACES = 1000
+_SPEC_KEYS = ("parent", "resources", "namespaces")
 _RESOURCE_KEYS = ("gpuModel", "quota", "limit", "overQuotaWeight")
 MAX_NAME = 253
 
@@ -64,6 +67,10 @@ class QueueSpec:
     name: str
     parent: str | None = None
     resources: tuple[ResourceQuota, ...] = ()
+    namespaces: frozenset[str] | None = None
+    """The namespaces whose pods may use the queue; None: every namespace (the queue label
+    is written by pod authors, so a queue that guards a team's quota names the team's
+    namespaces)."""
 
     def entry(self, model: str) -> ResourceQuota:
         """The entry that governs `model`: its own, else the "*" entry, else `NO_ENTRY`."""
@@ -158,7 +165,22 @@ def parse_queue(doc: object, index: int = 0) -> QueueSpec:
             raise QueueSpecError(
                 name, "spec.resources", f"gpuModel {model!r} appears twice", "give each GPU model one entry"
             )
-    return QueueSpec(name, parent, entries)
+    return QueueSpec(name, parent, entries, _namespaces(name, spec.get("namespaces")))
+
+
+def _namespaces(queue: str, raw: object) -> frozenset[str] | None:
+    """`spec.namespaces`: a list of namespace names (an empty list admits no namespace)."""
+    if raw is None:
+        return None
+    hint = "write namespaces: [team-a, team-a-dev], or leave it out to admit every namespace"
+    if not isinstance(raw, list):
+        raise QueueSpecError(queue, "spec.namespaces", f"expected a list, got {type(raw).__name__}", hint)
+    if len(raw) > MAX_NAMESPACES:
+        raise QueueSpecError(queue, "spec.namespaces", f"more than {MAX_NAMESPACES} entries", hint)
+    for i, ns in enumerate(raw):
+        if not isinstance(ns, str) or len(ns) > 63 or not NAMESPACE_NAME.match(ns):
+            raise QueueSpecError(queue, f"spec.namespaces[{i}]", f"{ns!r} is not a namespace name", hint)
+    return frozenset(raw)
 
 
 def _name_of(doc: Mapping, where: str) -> str:

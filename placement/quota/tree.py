@@ -108,6 +108,23 @@ class QueueTree:
     def roots(self) -> list[str]:
         return [n for n, s in self.specs.items() if s.parent is None]
 
+    def refusal_for_namespace(self, leaf: str, namespace: str) -> str | None:
+        """Why pods of `namespace` may not use `leaf` (None: they may). Every queue on the
+        leaf's path that lists namespaces must list this one, so a parent can fence a
+        whole subtree to one organisation's namespaces."""
+        for name in reversed(self.paths.get(leaf, (leaf,))):
+            allowed = self.specs[name].namespaces
+            if allowed is not None and namespace not in allowed:
+                which = f"queue {leaf!r}" if name == leaf else f"queue {leaf!r} (through its parent {name!r})"
+                listed = ", ".join(sorted(allowed)[:5]) + (", ..." if len(allowed) > 5 else "")
+                admits = f"it admits only {listed}" if allowed else "it admits no namespace"
+                return (
+                    f"namespace {namespace!r} may not use {which}: {admits}; "
+                    "use a queue of your own namespace, or ask the "
+                    f"cluster admin to add {namespace!r} to spec.namespaces of queue {name!r}"
+                )
+        return None
+
     def leaf_for(self, label: str | None) -> str:
         """The queue a pod with queue label `label` belongs to (empty or None: the default)."""
         if not label:

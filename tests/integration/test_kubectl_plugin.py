@@ -84,4 +84,5 @@ def test_nodes_why_and_queues_read_the_cluster_as_the_scheduler_does(
 
     (queue,) = [q for q in plugin(control_plane, "queues") if q["queue"] == team]
     assert (queue["allocated"], queue["quota"], queue["limit"], queue["pending"]) == ("12", "8", "12", "8")
+    assert queue["namespaces"] == "all"  # no spec.namespaces: open to every namespace
     admin.delete(f"/apis/tessellate.dev/v1alpha1/queues/{team}")

@@ -251,3 +251,48 @@ def test_weights_share_idle_gpus_and_quota_is_per_gpu_model(
         assert sum(1 for n in on if n.startswith(a100["group"])) == 1  # 4 A100s: its A100 limit
     finally:
         sched.stop()
+
+
+def test_a_queue_admits_only_its_namespaces(
+    admin: KubeClient,
+    namespace: str,
+    control_plane: cluster.ControlPlane,
+    tmp_path: Path,
+    queues: list[str],
+) -> None:
+    """The queue label is written by pod authors: a pod from another namespace cannot take a
+    fenced queue's quota (nor reclaim for it); it waits with an event that says why."""
+    _, selector = node_group(admin, "fenced", 1)  # 8 GPUs
+    stranger = cluster.make_namespace(admin)
+    fenced = cluster.unique("fenced")
+    made = queue_object(fenced, {"gpuModel": "*", "quota": 8})
+    made["spec"]["namespaces"] = [namespace]
+    admin.post(QUEUES, made)
+    queues.append(fenced)
+    with pytest.raises(ApiError) as refused:  # the schema refuses what is not a namespace name
+        bad = queue_object(cluster.unique("bad"), {"gpuModel": "*", "quota": 1})
+        bad["spec"]["namespaces"] = ["Not A Namespace"]
+        admin.post(QUEUES, bad)
+    assert refused.value.status == 422
+    cluster.create_pods(admin, queued_pods(stranger, fenced, "forged", 1, 4, nodeSelector=selector))
+    cluster.create_pods(admin, queued_pods(namespace, fenced, "owner", 1, 4, nodeSelector=selector))
+    sched = SchedulerProcess(
+        rbac.scheduler_kubeconfig(control_plane, tmp_path), tmp_path, leaderElection={"leaderElect": False}
+    ).start()
+    try:
+
+        def refusal() -> str | None:
+            for event in cluster.events_for(admin, stranger, "forged-0"):
+                if "may not use queue" in event.get("message", ""):
+                    return event["message"]
+            return None
+
+        def owner_bound() -> bool:
+            return any(p["spec"].get("nodeName") for p in cluster.list_pods(admin, namespace))
+
+        wait_for(owner_bound, 30, "the owner's pod bound")
+        wait_for(lambda: refusal() is not None, 30, "the forged pod's event")
+        assert f"namespace {stranger!r}" in refusal() and "spec.namespaces" in refusal()
+        assert not any(p["spec"].get("nodeName") for p in cluster.list_pods(admin, stranger))
+    finally:
+        sched.stop()

@@ -125,7 +125,19 @@ def queued(specs: list[NodeSpec], t: QueueTree) -> QueuedPlacer:
         ),
         (
             {"name": "a", "spec": {"quota": 3}},
-            "queue a: spec.quota: unknown field; the fields are parent, resources",
+            "queue a: spec.quota: unknown field; the fields are parent, resources, namespaces",
+        ),
+        (
+            {"name": "a", "spec": {"namespaces": "team-a"}},
+            "queue a: spec.namespaces: expected a list, got str; write namespaces: [team-a, team-a-dev]",
+        ),
+        (
+            {"name": "a", "spec": {"namespaces": ["team-a", "Team B"]}},
+            "queue a: spec.namespaces[1]: 'Team B' is not a namespace name",
+        ),
+        (
+            {"name": "a", "spec": {"namespaces": ["x" * 64]}},
+            "queue a: spec.namespaces[0]: ",
         ),
         ({"name": "a", "spec": {"parent": "a"}}, "queue a: spec.parent: a queue cannot be its own parent"),
         ({"name": "Team_A"}, "queue Team_A: name: not a valid Kubernetes name"),
@@ -187,6 +199,26 @@ def test_pods_go_to_leaves_and_unlabelled_pods_to_default() -> None:
     with pytest.raises(UnknownQueueError, match="queue 'org' is a parent queue"):
         t.leaf_for("org")
     assert t.paths["a"] == ("org", "a")
+
+
+def test_namespaces_fence_a_queue_and_a_parent_fences_its_subtree() -> None:
+    org = {"name": "org", "spec": {"namespaces": ["research", "research-dev"]}}
+    lab = {"name": "lab", "spec": {"parent": "org", "namespaces": ["research"]}}
+    open_leaf = {"name": "open", "spec": {"parent": "org"}}
+    closed = {"name": "closed", "spec": {"namespaces": []}}
+    t = QueueTree(parse_queues([org, lab, open_leaf, closed, {"name": "anyone"}]))
+    assert t.refusal_for_namespace("lab", "research") is None
+    assert t.refusal_for_namespace("anyone", "whoever") is None
+    assert t.refusal_for_namespace("default", "whoever") is None
+    assert t.refusal_for_namespace("open", "research-dev") is None  # the parent lists it
+    why = t.refusal_for_namespace("lab", "research-dev")  # the leaf does not
+    assert why is not None
+    assert why.startswith("namespace 'research-dev' may not use queue 'lab': it admits only research;")
+    why = t.refusal_for_namespace("open", "sales")
+    assert why is not None and "queue 'open' (through its parent 'org')" in why
+    assert "add 'sales' to spec.namespaces of queue 'org'" in why
+    closed_why = t.refusal_for_namespace("closed", "x") or ""
+    assert "may not use queue 'closed': it admits no namespace;" in closed_why
 
 
 def test_star_is_a_per_model_template_that_own_entries_override() -> None:

@@ -264,3 +264,51 @@ def test_the_incremental_book_equals_a_recount_after_any_placements_and_departur
         c.close()
 
     check()
+
+
+def fenced(name: str, namespaces: list[str], quota: float = 8) -> dict:
+    q = queue(name, gpu(quota=quota))
+    q["spec"]["namespaces"] = namespaces
+    return q
+
+
+def test_a_pod_from_another_namespace_cannot_use_a_fenced_queue_nor_reclaim_for_it() -> None:
+    """The queue label is the pod author's: a forged one neither binds nor reclaims; the pod
+    says which namespaces the queue admits. The owner's pods (namespace ns) still reclaim."""
+    c = Cluster(*four_nodes(), queues=(fenced("team", ["ns"], quota=16), queue("borrower", gpu(quota=0))))
+    c.submit("borrower", "b", 8, 4)  # all 32 GPUs, borrowed
+    c.run()
+    assert len(c.bound("b-")) == 8
+    forged = pod("forged-0", gpus(4))
+    forged["metadata"]["namespace"] = "intruder"
+    forged["metadata"]["labels"] = {QUEUE_LABEL: "team"}
+    c.pods["forged-0"] = forged
+    c.s._pod_event("ADDED", forged)
+    c.run()
+    assert c.bound("forged-") == [] and c.api.deleted == []  # nothing reclaimed in team's name
+    assert any(
+        "namespace 'intruder' may not use queue 'team': it admits only ns;" in n
+        for n in c.notes("FailedScheduling")
+    )
+    c.submit("team", "t", 1, 4)  # the owner: within quota, reclaims one borrowed pod
+    c.run()
+    assert c.bound("t-") == ["t-0"] and len(c.api.deleted) == 1
+    c.close()
+
+
+def test_every_member_of_a_pod_group_is_checked_against_its_own_queue() -> None:
+    """A group whose first member is in an open queue cannot carry a member labelled into a
+    fenced queue of another namespace."""
+    from tessellate.scheduler.gang import MIN_AVAILABLE, POD_GROUP
+
+    c = Cluster(*four_nodes(), queues=(fenced("team", ["elsewhere"]), queue("open", gpu(quota=0))))
+    for i, label in enumerate(["open", "team"]):
+        p = pod(f"g-{i}", gpus(2))
+        p["metadata"]["labels"] = {QUEUE_LABEL: label, POD_GROUP: "job"}
+        p["metadata"]["annotations"] = {MIN_AVAILABLE: "2"}
+        c.pods[p["metadata"]["name"]] = p
+        c.s._pod_event("ADDED", p)
+    c.run()
+    assert c.bound("g-") == []
+    assert any("may not use queue 'team'" in n for n in c.notes("FailedScheduling"))
+    c.close()
