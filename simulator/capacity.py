@@ -7,7 +7,8 @@ placed count as waiting forever). Every candidate mix is judged by `simulator.ti
 the shapes' GPU speeds (a pod runs its trace lifetime divided by the speed of the GPU model
 it starts on), the same placement core as the scheduler.
 
-Method (each evaluation is one timed replay per seed, cached by mix):
+Method (each evaluation is one timed replay per seed, cached by mix; with `workers` > 1 the
+seeds of a mix replay in parallel processes, with the same results):
 
 1. feasible start: every shape at `existing + k` nodes, k doubled from 1 until the target
    is met, then bisected down to the smallest such k;
@@ -27,7 +28,10 @@ The answer is a local optimum over mixes, not a proven global one.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -130,6 +134,37 @@ def unplaceable(workload: Trace, shapes: Sequence[NodeShape]) -> list[PodRecord]
     return lost
 
 
+def replay_seed(
+    workload: Trace,
+    nodes: tuple,
+    policy: str,
+    seed: int,
+    max_wait: float,
+    speeds: Mapping[str, float],
+) -> tuple[float, float]:
+    """(placed share, p95 wait) of one seed's workload on `nodes`; no fragmentation series,
+    which the planner never reads."""
+    trace = replace(workload, nodes=nodes)
+    result = run_timed(trace, policy, seed, max_wait=max_wait, samples=2, speeds=speeds, fragmentation=False)
+    pods = max(1, len(result.outcome))
+    return result.placed / pods, wait_p95(result.delays, len(result.outcome) - result.placed)
+
+
+_WORKER_WORKLOADS: list[Sequence[Trace]] = []
+"""In a planner's worker process: the workloads, sent once when the process starts."""
+
+
+def _worker_start(workloads: Sequence[Trace]) -> None:
+    _WORKER_WORKLOADS[:] = [workloads]
+
+
+def _worker_replay(
+    seed: int, nodes: tuple, policy: str, max_wait: float, speeds: Mapping[str, float]
+) -> tuple[float, float]:
+    """`replay_seed` in a worker process, on the workload it was started with (top level: picklable)."""
+    return replay_seed(_WORKER_WORKLOADS[0][seed], nodes, policy, seed, max_wait, speeds)
+
+
 @dataclass
 class Planner:
     """The search of the module docstring over `shapes` for `workloads` (one per seed)."""
@@ -142,24 +177,42 @@ class Planner:
     max_wait: float = 3600.0
     on_eval: Callable[[Evaluation], None] | None = None
     seen: dict[Mix, Evaluation] = field(default_factory=dict)
+    workers: int = 1
+    """Processes for the seeds of one mix during `solve` (0: one per CPU); 1 replays them here,
+    in turn. Results are the same either way: each seed's replay is deterministic."""
+    _pool: Executor | None = field(default=None, init=False, repr=False)
+
+    @contextmanager
+    def replays(self) -> Iterator[None]:
+        """A process pool for the seeds' replays while the block runs (one per search, not per
+        mix: the workloads travel to each process once)."""
+        workers = min(self.workers or os.cpu_count() or 1, len(self.workloads))
+        if workers <= 1 or self._pool is not None:
+            yield
+            return
+        with ProcessPoolExecutor(workers, initializer=_worker_start, initargs=(self.workloads,)) as pool:
+            self._pool = pool
+            try:
+                yield
+            finally:
+                self._pool = None
+
+    def _replay_seeds(self, nodes: tuple) -> list[tuple[float, float]]:
+        """(placed share, p95 wait) per seed, in seed order."""
+        if not nodes:
+            return [(0.0, math.inf)] * len(self.workloads)
+        policy, max_wait, speeds = self.policy, self.max_wait, self.speeds
+        if self._pool is None:
+            return [replay_seed(w, nodes, policy, s, max_wait, speeds) for s, w in enumerate(self.workloads)]
+        seeds = range(len(self.workloads))
+        futures = [self._pool.submit(_worker_replay, s, nodes, policy, max_wait, speeds) for s in seeds]
+        return [f.result() for f in futures]
 
     def evaluate(self, mix: Mix) -> Evaluation:
         if mix in self.seen:
             return self.seen[mix]
-        nodes = cluster(self.shapes, mix)
-        placed, waits = [], []
-        for seed, workload in enumerate(self.workloads):
-            if not nodes:
-                placed.append(0.0)
-                waits.append(math.inf)
-                continue
-            trace = replace(workload, nodes=nodes)
-            result = run_timed(
-                trace, self.policy, seed, max_wait=self.max_wait, samples=2, speeds=self.speeds
-            )
-            pods = max(1, len(result.outcome))
-            placed.append(result.placed / pods)
-            waits.append(wait_p95(result.delays, len(result.outcome) - result.placed))
+        figures = self._replay_seeds(cluster(self.shapes, mix))
+        placed, waits = [p for p, _ in figures], [w for _, w in figures]
         worst_placed, worst_wait = min(placed), max(waits)
         evaluation = Evaluation(
             mix=mix,
@@ -244,6 +297,10 @@ class Planner:
         return [[first, *(i for i in by_dearness if i != first)] for first in by_dearness]
 
     def solve(self) -> Evaluation:
+        with self.replays():
+            return self._solve()
+
+    def _solve(self) -> Evaluation:
         start = self.feasible_start()
         answers = [self.descend(start, order) for order in self.orders()]
         for i, shape in enumerate(self.shapes):  # trades: more of one shape, fewer of the rest

@@ -22,7 +22,7 @@ from tessellate.simulator.interconnect import InterconnectQuality, interconnect_
 from tessellate.simulator.kinds import SYNTHETIC_KINDS
 from tessellate.simulator.metrics import ARRIVED_COLUMNS, discrete
 from tessellate.simulator.migmetrics import MigFragmentationMeter, mig_demand
-from tessellate.simulator.replay import RunResult, run_inflation
+from tessellate.simulator.replay import FULL_PCT, NodeLoad, RunResult, run_inflation
 from tessellate.simulator.scenarios import SCENARIOS, scenario_trace
 from tessellate.simulator.trace import Trace
 
@@ -124,18 +124,21 @@ class RunRecord:
     mig: tuple[int, float] | None = None
     """(MIG pods placed, MIG slot fragmentation at the end), on clusters with MIG GPUs."""
     per_model: tuple[ModelShare, ...] = ()
-    """Per GPU model at the end of the run (130 % arrived); empty when the trace was not given."""
+    """Per GPU model at 100 % arrived and at the end of the run (130 % arrived), in that order
+    (only the end when the run ends at or before 100 %); empty when the trace was not given."""
 
 
 @dataclass(frozen=True)
 class ModelShare:
-    """One GPU model's part of a cluster at the end of a run: what is held and what is stranded."""
+    """One GPU model's part of a cluster at one point of a run: what is held and what is stranded."""
 
     gpu_model: str
     gpus: int
     allocated_milli: int
     frag_milli: float
     """Idle milli-GPU on this model's nodes that the target workload cannot use (the paper's F)."""
+    arrived_pct: int = 130
+    """Arrived GPU demand (% of capacity) when it was taken: 100, or the end of the run."""
 
 
 def paper_label(policy: str) -> str:
@@ -164,42 +167,66 @@ def record_of(
         seconds=seconds,
         interconnect=quality if (quality := interconnect_quality(result.state)).multi_gpu_pods else None,
         mig=_mig_outcome(result, trace),
-        per_model=per_model_shares(result.state, trace) if trace is not None else (),
+        per_model=run_shares(result, trace) if trace is not None else (),
     )
 
 
-def per_model_shares(state, trace: Trace) -> tuple[ModelShare, ...]:
-    """Allocation and fragmentation of `state` per GPU model, under the paper's target workload
-    (the one the run's fragmentation metrics use)."""
+def end_pct(result: RunResult) -> int:
+    """The arrived demand (% of capacity) the end of a run is labelled with: the tune's goal
+    (130 at the paper's 1.3, whatever the last pod overshoots by), else where the trace ended."""
+    if result.tune is not None and result.tune > 0:
+        return round(100 * result.tune)
+    arrived = result.series.arrived_milli
+    return round(arrived[-1] / result.total_gpus / 10) if len(arrived) and result.total_gpus else 0
+
+
+def run_shares(result: RunResult, trace: Trace) -> tuple[ModelShare, ...]:
+    """Per GPU model at 100 % arrived (when the run got there before its end) and at the end."""
+    end = end_pct(result)
+    points = [(FULL_PCT, result.at_full)] if result.at_full is not None and end > FULL_PCT else []
+    points.append((end, NodeLoad.of(result.state)))
+    return per_model_shares(result.state, trace, points)
+
+
+def per_model_shares(
+    state, trace: Trace, points: Sequence[tuple[int, NodeLoad]] = ()
+) -> tuple[ModelShare, ...]:
+    """Allocation and fragmentation per GPU model of `state`'s nodes as each (arrived %, load) of
+    `points` left them (default: as they are now, labelled 130), under the paper's target
+    workload (the one the run's fragmentation metrics use; built once for all points)."""
     from tessellate.placement import Fragmentation
     from tessellate.simulator.replay import paper_target_workload
 
-    nodes = np.arange(len(state))
-    frag, _ = Fragmentation(paper_target_workload(trace), state).of_nodes(state, nodes)
+    fragmentation = Fragmentation(paper_target_workload(trace), state)
+    points = points or [(130, NodeLoad.of(state))]
     capacity = state.gpu_exists.sum(axis=1) * 1000
-    held = capacity - state.gpu_left.sum(axis=1)
     shares = []
-    for model_id, model in enumerate(state.gpu_models):
-        on = state.model_id == model_id
-        shares.append(
-            ModelShare(
-                gpu_model=model,
-                gpus=int(state.gpu_count[on].sum()),
-                allocated_milli=int(held[on].sum()),
-                frag_milli=float(frag[on].sum()),
+    for arrived_pct, load in points:
+        frag, _ = fragmentation.amounts(load.cpu_left, load.gpu_left, state.model_id, state.replicas)
+        held = capacity - load.gpu_left.sum(axis=1)
+        for model_id, model in enumerate(state.gpu_models):
+            on = state.model_id == model_id
+            shares.append(
+                ModelShare(
+                    gpu_model=model,
+                    gpus=int(state.gpu_count[on].sum()),
+                    allocated_milli=int(held[on].sum()),
+                    frag_milli=float(frag[on].sum()),
+                    arrived_pct=arrived_pct,
+                )
             )
-        )
     return tuple(shares)
 
 
 def model_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
-    """One row per run and GPU model: GPUs, allocation (% of the model's GPUs) and fragmented
-    GPUs at the end of the run (130 % arrived)."""
+    """One row per run, arrived point (`arrived_pct`: 100 and the end, 130) and GPU model: GPUs,
+    allocation (% of the model's GPUs) and fragmented GPUs."""
     rows = [
         {
             "workload": r.workload,
             "sc_policy": r.sc_policy,
             "seed": r.seed,
+            "arrived_pct": m.arrived_pct,
             "gpu_model": m.gpu_model,
             "gpus": m.gpus,
             "alloc_pct": 100 * m.allocated_milli / (1000 * m.gpus) if m.gpus else float("nan"),
@@ -208,7 +235,7 @@ def model_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
         for r in records
         for m in r.per_model
     ]
-    columns = ["workload", "sc_policy", "seed", "gpu_model", "gpus", "alloc_pct", "frag_gpus"]
+    columns = ["workload", "sc_policy", "seed", "arrived_pct", "gpu_model", "gpus", "alloc_pct", "frag_gpus"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 from tessellate.placement import (
     Assignment,
     ClusterState,
@@ -26,6 +27,22 @@ from tessellate.simulator.migmetrics import mig_demand
 from tessellate.simulator.protocol import plan_inflation
 from tessellate.simulator.trace import PodRecord, Trace
 
+FULL_PCT = 100
+"""The arrived demand (% of GPU capacity) of the per-model snapshot a planner reads: the paper's
+`alloc` column 100, with `metrics.discrete`'s rounding."""
+
+
+@dataclass(frozen=True)
+class NodeLoad:
+    """What is left on every node at one moment of a run (copies, not views of the state)."""
+
+    cpu_left: np.ndarray
+    gpu_left: np.ndarray
+
+    @classmethod
+    def of(cls, state: ClusterState) -> NodeLoad:
+        return cls(cpu_left=state.cpu_left.copy(), gpu_left=state.gpu_left.copy())
+
 
 @dataclass
 class RunResult:
@@ -40,6 +57,9 @@ class RunResult:
     state: ClusterState
     failures: list[tuple[PodRecord, Unschedulable]] = field(default_factory=list)
     tuned_copies: int = 0
+    at_full: NodeLoad | None = None
+    """The nodes after the first event whose arrived demand rounds to `FULL_PCT` % of capacity
+    (None if the run never got there)."""
 
 
 def trace_models(trace: Trace) -> frozenset[str]:
@@ -63,6 +83,12 @@ def paper_target_workload(trace: Trace) -> TargetWorkload:
     pods = sorted(trace.pods, key=lambda p: p.name)
     milli = [p.request for p in pods if not p.request.is_mig]
     return TargetWorkload.from_requests(milli or [p.request for p in pods])
+
+
+def reached_full(arrived_milli: int, total_gpus: int) -> bool:
+    """Whether `arrived_milli` rounds to at least `FULL_PCT` % of capacity, as `discrete` rounds
+    (half to even), so the snapshot is taken where the paper's column 100 starts."""
+    return total_gpus > 0 and round(arrived_milli / total_gpus / 10) >= FULL_PCT
 
 
 def run_inflation(
@@ -111,6 +137,8 @@ def run_inflation(
             result.failures.append((pod, decision))
         series.arrived_milli[i] = arrived
         series.used_milli[i] = used
+        if result.at_full is None and reached_full(arrived, trace.total_gpus):
+            result.at_full = NodeLoad.of(state)
         if progress is not None and i % 1000 == 999:
             progress(1000)
     if progress is not None:

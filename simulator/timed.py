@@ -356,11 +356,18 @@ def _timeline(
 
 class _Steps:
     """The per-step rows of `TimedSeries`; fragmentation from snapshots of the nodes that
-    changed (one version compare per step), evaluated in batches at the end."""
+    changed (one version compare per step), evaluated in batches at the end. Without
+    `fragmentation` none of that is done and the series' F and idle are NaN."""
 
-    def __init__(self, state: ClusterState, target: TargetWorkload, demand: dict[str, float] | None):
+    def __init__(
+        self,
+        state: ClusterState,
+        target: TargetWorkload,
+        demand: dict[str, float] | None,
+        fragmentation: bool = True,
+    ):
         self.state = state
-        self.recorder = FragmentationRecorder(Fragmentation(target, state), state)
+        self.recorder = FragmentationRecorder(Fragmentation(target, state), state) if fragmentation else None
         self.mig_meter = MigFragmentationMeter(state, demand) if state.mig.capable.any() else None
         self.seen_version = state.version.copy()
         self.time: list[float] = []
@@ -374,7 +381,8 @@ class _Steps:
         changed = np.flatnonzero(self.seen_version != state.version)
         if changed.size:
             self.seen_version[changed] = state.version[changed]
-            self.recorder.record(len(self.time), changed)
+            if self.recorder is not None:
+                self.recorder.record(len(self.time), changed)
             if self.mig_meter is not None:
                 self.mig_meter.update(changed)
         if self.mig_meter is not None:
@@ -385,7 +393,10 @@ class _Steps:
         self.running.append(len(state.live))
 
     def series(self) -> TimedSeries:
-        frag, idle = self.recorder.totals(len(self.time))
+        if self.recorder is not None:
+            frag, idle = self.recorder.totals(len(self.time))
+        else:
+            frag = idle = np.full(len(self.time), np.nan)
         return TimedSeries(
             time=np.array(self.time, dtype=np.float64),
             allocated_milli=np.array(self.allocated, dtype=np.int64),
@@ -419,6 +430,7 @@ class TimedReplay:
         mig_reconfig_s: float = 0.0,
         batch: BatchOptions | None = None,
         speeds: Mapping[str, float] | None = None,
+        fragmentation: bool = True,
     ) -> None:
         if max_wait is not None and max_wait < 0:
             raise ValueError(f"max_wait must be >= 0 seconds or None, got {max_wait}")
@@ -454,7 +466,7 @@ class TimedReplay:
         self.queue = PendingQueue(self.placer)
         self.expiries: list[tuple[float, int, str]] = []  # (deadline, arrival seq, pod)
         self.released: set[int] = set()  # nodes released since the last complete retry pass
-        self.steps = _Steps(self.state, target, demand)
+        self.steps = _Steps(self.state, target, demand, fragmentation)
         self.start_time: dict[str, float] = {}
         self.delays: list[float] = []
         self.outcome: dict[str, str] = {}
@@ -679,6 +691,7 @@ def run_timed(
     mig_reconfig_s: float = 0.0,
     batch: BatchOptions | None = None,
     speeds: Mapping[str, float] | None = None,
+    fragmentation: bool = True,
 ) -> TimedResult:
     """Replay `trace` in time with departures; see the module docstring for the rules.
 
@@ -691,6 +704,8 @@ def run_timed(
     creates MIG instances (its assignment carries `MigPlan`s) holds its capacity at once
     but starts `mig_reconfig_s` later, the time the reconfiguration takes to apply.
     With `batch`, pending heads and arrival bursts are decided together (module docstring).
+    `fragmentation=False` skips the fragmentation series (F and idle are NaN in `steps` and
+    `grid`), for callers that read only placements and waits: capacity planning.
 
     Nodes are in name order (score ties go to the lowest name); `seed` feeds the
     policy's random source (only the random policies use it). `progress(n)` is
@@ -710,5 +725,6 @@ def run_timed(
         mig_reconfig_s=mig_reconfig_s,
         batch=batch,
         speeds=speeds,
+        fragmentation=fragmentation,
     )
     return replay.run(progress)

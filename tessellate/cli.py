@@ -351,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="USD",
-        help="price of one GPU-hour: stranded GPUs are also shown in money per month (730 h)",
+        help="price of one GPU-hour: stranded GPUs at the end of the runs (130 %% arrived) are also "
+        "shown in money per month (730 h)",
     )
     _add_bound_parser(sim_commands)
     sweep_cli.add_sweep_parser(sim_commands)
@@ -766,7 +767,8 @@ def cmd_sim_compare(args: argparse.Namespace) -> None:
     out_console = _stdout_console()
     out_console.print(report.render_table(summary))
     if models["gpu_model"].nunique() > 1:
-        out_console.print(_model_table(model_summary(models)))
+        for table in _model_tables(model_summary(models)):
+            out_console.print(table)
     for _, why in report.best_verdicts(summary).values():
         if why.startswith(("no significant", "one seed")):
             out_console.print(f"best policy: {why}")
@@ -777,9 +779,20 @@ def cmd_sim_compare(args: argparse.Namespace) -> None:
     out_console.print(f"{len(records)} runs in {wall:.1f} s. Report: {html}")
 
 
-def _model_table(per_model) -> Table:
-    """`sim compare`'s per GPU model breakdown at the end of the runs."""
-    table = Table(title="per GPU model, end of run (130 % arrived): mean ± sd over seeds")
+def _model_tables(per_model) -> list[Table]:
+    """`sim compare`'s per GPU model breakdowns: at 100 % arrived, then at the end of the runs."""
+    from tessellate.simulator.report.money import point_title
+
+    end = int(per_model["arrived_pct"].max())
+    return [
+        _model_table(per_model[per_model["arrived_pct"] == pct], point_title(pct, end))
+        for pct in sorted(per_model["arrived_pct"].unique())
+    ]
+
+
+def _model_table(per_model, point: str) -> Table:
+    """One arrived point of the per GPU model breakdown."""
+    table = Table(title=f"per GPU model {point}: mean ± sd over seeds")
     for name in ("workload", "policy", "GPU model", "GPUs", "allocated %", "fragmented GPUs"):
         table.add_column(name, justify="left" if name in ("workload", "policy", "GPU model") else "right")
     for _, r in per_model.iterrows():

@@ -7,6 +7,7 @@ this module reads the inputs, shows progress and writes the table, CSV, PNG and 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import time
 from pathlib import Path
@@ -47,6 +48,9 @@ until no single node of any shape can be removed, from several starts (each shap
 and each shape doubled to find trades); the cheapest wins. Every evaluated mix is kept:
 the frontier is those no other beats in cost, placed share and wait at once. A local
 optimum over mixes, checked node by node, not a proven global one (docs/planning.md).
+
+Speed. The seeds of one mix replay in --workers processes at once (default: one per CPU,
+at most one per seed; 1 = one after another in this process); the answer is the same.
 
 Writes plan.csv (every evaluated mix), frontier.csv, cost_vs_target.png and plan.html.
 """
@@ -134,6 +138,14 @@ def add_plan_commands(commands) -> None:
         help="size of the synthetic workload without --pods (default 0.05, about 400 pods)",
     )
     capacity.add_argument("--synthetic-seed", type=int, default=0, metavar="S")
+    capacity.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes replaying a mix's seeds in parallel (default: one per CPU; 1 = serial, "
+        "in this process); the results do not depend on it",
+    )
     capacity.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
     capacity.add_argument("--force", action="store_true", help="delete files of an earlier run in --out")
     from tessellate.sweep_cli import refuse_repeated_options
@@ -185,6 +197,8 @@ def cmd_plan_capacity(args: argparse.Namespace) -> None:
         raise UsageError("--growth must be positive (1.5 = 50 % more arrivals)")
     if args.max_wait < 0:
         raise UsageError("--max-wait must be >= 0 seconds")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be at least 1 (1 = serial)")
     types = load_node_types(args.node_types)
     trace = _workload(args)
     if any(p.creation_time is None for p in trace.pods):
@@ -219,7 +233,14 @@ def cmd_plan_capacity(args: argparse.Namespace) -> None:
             )
 
         planner = Planner(
-            workloads, types.shapes, types.speeds, args.target, args.policy, args.max_wait, on_eval=seen
+            workloads,
+            types.shapes,
+            types.speeds,
+            args.target,
+            args.policy,
+            args.max_wait,
+            on_eval=seen,
+            workers=args.workers or os.cpu_count() or 1,
         )
         best = planner.solve()
     wall = time.perf_counter() - start
@@ -272,6 +293,7 @@ def _write_outputs(args, out: Path, types, planner, best, wall: float, pods: int
         "policy": args.policy,
         "max wait": f"{args.max_wait:g} s",
         "mixes evaluated": len(planner.seen),
+        "workers": planner.workers,
         "wall time": f"{wall:.1f} s",
     }
     write_plan_html(

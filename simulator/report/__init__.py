@@ -88,7 +88,8 @@ def write_report(
     report.html, all in `out_dir`.  Returns the HTML path.  `meta` entries override derived ones.
     `bound` (`simulator.bound` results as a frame) adds the bracket's rows, a dashed line and
     the idle/recoverable sentence. `models` (`experiment.model_frame`) adds the per GPU model
-    table (and models.csv) and the stranded GPUs in GPUs and money at `gpu_hour_price`."""
+    tables at 100 % and 130 % arrived (and models.csv, with an `arrived_pct` column) and the
+    stranded GPUs at the end of the runs in GPUs and money at `gpu_hour_price`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = with_bound(summarize(alloc, frag, frag_ratio, extra), bound)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pandas as pd
 import pytest
 from tessellate.simulator.capacity import Planner, Target, cluster, grow, wait_p95
@@ -69,6 +70,32 @@ def test_the_answer_is_the_cheapest_meeting_mix_seen(answer):
     meeting = [e for e in planner.seen.values() if e.meets]
     assert best.cost_per_hour == min(e.cost_per_hour for e in meeting)
     assert best in planner.frontier()
+
+
+def test_parallel_seeds_give_the_same_search(workloads, answer):
+    """Two processes replaying the seeds: the same mixes evaluated, frontier and answer."""
+    serial, best = answer
+    pooled: list[bool] = []  # per evaluation: was it replayed by the pool?
+    parallel = Planner(
+        workloads, SHAPES, DEFAULT_SPEEDS, TARGET, "fgd", max_wait=3600, workers=2,
+        on_eval=lambda e: pooled.append(parallel._pool is not None),
+    )  # fmt: skip
+    assert parallel.solve() == best
+    assert pooled and all(pooled) and parallel._pool is None  # closed with the search
+    assert parallel.frontier() == serial.frontier()
+    assert list(parallel.seen.items()) == list(serial.seen.items())  # same mixes, in the same order
+
+
+def test_skipping_the_fragmentation_series_changes_no_placement(workloads, answer):
+    _, best = answer
+    trace = dataclasses.replace(workloads[1], nodes=cluster(SHAPES, best.mix))
+    full = run_timed(trace, "fgd", 1, max_wait=3600, speeds=DEFAULT_SPEEDS)
+    lean = run_timed(trace, "fgd", 1, max_wait=3600, speeds=DEFAULT_SPEEDS, fragmentation=False)
+    assert lean.outcome == full.outcome and lean.start_time == full.start_time
+    assert np.array_equal(lean.delays, full.delays)
+    assert np.array_equal(lean.steps.allocated_milli, full.steps.allocated_milli)
+    assert lean.steps.frag_milli.size and np.isnan(lean.steps.frag_milli).all()
+    assert not np.isnan(full.steps.frag_milli).any()
 
 
 def test_faster_gpus_shorten_runtimes(workloads):
