@@ -50,6 +50,16 @@ cluster-wide view (how many nodes still host each type), which a per-node score 
 On the busy synthetic workload (load 4, 12000 pods) queueing is a little shorter than
 FGD's (delay p95 1005 s vs 1012 s, 194 pods never placed vs 196) but 0.17 % fewer
 GPU-hours are allocated (14712 vs 14737).
+
+Tried since, and not kept (tune 1.3, allocation at x = 130, against this policy): memory
+in the hostable capacity as well as CPU (each type's median memory): +0.01 points on the
+13 traces and 6 held out, 10 seeds, multigpu40 still -0.004 below FGD; fractions' FGD ties
+broken by the value their CPU costs: -0.11 on 4 traces, 2 seeds; fractions scored by the
+expected final waste of their hole (each hole filled by the first fitting arrival, an
+unlimited supply): -0.03 as a tie-break, -1.8 as the score (gpushare60 -3.3), because
+rare small pods cannot fill every hole that waits for them. benchmarks/idle_anatomy.py
+shows why little is left on most traces: what this policy leaves idle is mostly 0.19-GPU
+holes beside 0.81-GPU pods, which only the few pods of at most 0.19 GPU can use.
 """
 
 from __future__ import annotations
