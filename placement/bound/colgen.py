@@ -65,6 +65,9 @@ class Master:
         self.columns: list[Column] = []
         self.vars: list[pywraplp.Variable] = []
         self.keys: set[tuple] = set()
+        self.values: list[float] = []
+        """Column values at the last optimum. GLOP forgets its solution when a solve fails (a
+        time limit), and reading it then prints one error line per column."""
 
     def add(self, column: Column) -> bool:
         if column.key in self.keys or not column.slots:
@@ -86,12 +89,15 @@ class Master:
         self.solver.SetTimeLimit(max(1, int(time_limit * 1000)))
         if self.solver.Solve() != pywraplp.Solver.OPTIMAL:
             return None
+        self.values = [v.solution_value() for v in self.vars]
         pi = [max(0.0, r.dual_value()) for r in self.type_rows]
         mu = [max(0.0, r.dual_value()) for r in self.shape_rows]
         return self.objective.Value(), pi, mu
 
     def solution(self) -> list[tuple[Column, float]]:
-        return [(c, v.solution_value()) for c, v in zip(self.columns, self.vars, strict=True)]
+        """Each column with its value at the last optimum (0 for columns added since)."""
+        values = self.values + [0.0] * (len(self.columns) - len(self.values))
+        return list(zip(self.columns, values, strict=True))
 
 
 @dataclass

@@ -265,3 +265,28 @@ def test_bound_is_above_fgd_and_bestfit(workload):
         assert result.aggregate_milli >= held and result.colgen_milli >= held, policy
     # informative: fractions fragment GPUs, so not every GPU can be held at once
     assert result.feasible_milli <= result.upper_milli < result.capacity_milli
+
+
+def test_a_failed_final_solve_keeps_the_last_optimum_quietly(capfd):
+    """GLOP forgets its solution when a solve fails (e.g. a time limit); the packing then starts
+    from the last optimum instead of reading a missing solution (one error line per column)."""
+    from ortools.linear_solver import pywraplp
+    from tessellate.placement.bound.packing import columns_of, greedy_packing
+
+    nodes = [NodeSpec(f"n{i}", 32000, 65536, gpu_count=2, gpu_model="A") for i in range(3)]
+    pods = [Request(4000, 1024, gpu_count=1, gpu_milli=1000) for _ in range(4)]
+    pods += [Request(2000, 1024, gpu_count=1, gpu_milli=500) for _ in range(3)]
+    built = build_instance(nodes, pods)
+    master = Master(built)
+    first, *later = columns_of(built, greedy_packing(built))
+    assert later, "the test needs a column to add after the first solve"
+    master.add(first)
+    assert master.solve(5.0) is not None
+    before = [value for _, value in master.solution()]
+    assert before[0] > 0
+    for column in later:
+        master.add(column)  # the model changes: GLOP's last solution is no longer readable
+    master.solver.Solve = lambda: pywraplp.Solver.ABNORMAL
+    assert master.solve(5.0) is None
+    assert [value for _, value in master.solution()] == before + [0.0] * len(later)
+    assert "No solution exists" not in capfd.readouterr().err
